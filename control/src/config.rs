@@ -1,0 +1,97 @@
+//! Server configuration: an embedded default overlaid with an optional TOML file.
+
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+
+pub const DEFAULT_TOML: &str = include_str!("default.toml");
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub http: HttpConfig,
+    pub media: MediaConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub token: Option<String>,
+    pub max_body: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConfig {
+    pub bind: IpAddr,
+    pub public_ip: IpAddr,
+    pub port_min: u16,
+    pub port_max: u16,
+    pub shards: usize,
+    pub pin_cores: bool,
+    pub max_sessions: usize,
+    pub max_players_per_stream: usize,
+}
+
+/// Deep-merges `over` into `base` (tables merge, other values replace).
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(bv) => merge(bv, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
+
+impl Config {
+    /// The embedded default overlaid with `user` (TOML text), if any.
+    pub fn load(user: Option<&str>) -> Result<Config, String> {
+        let mut v: toml::Value = toml::from_str(DEFAULT_TOML).map_err(|e| e.to_string())?;
+        if let Some(u) = user {
+            let o: toml::Value = toml::from_str(u).map_err(|e| format!("config: {e}"))?;
+            merge(&mut v, o);
+        }
+        let cfg: Config = v
+            .try_into()
+            .map_err(|e: toml::de::Error| format!("config: {e}"))?;
+        if cfg.media.port_min > cfg.media.port_max {
+            return Err("config: media.port_min > media.port_max".into());
+        }
+        Ok(cfg)
+    }
+
+    /// A config for tests: loopback, ephemeral HTTP port, small port range.
+    pub fn for_tests(shards: usize) -> Config {
+        let mut c = Config::load(None).expect("default config");
+        c.http.listen = "127.0.0.1:0".parse().unwrap();
+        c.media.bind = "127.0.0.1".parse().unwrap();
+        c.media.shards = shards;
+        c.media.pin_cores = false;
+        c
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_parses_and_user_overrides_merge() {
+        let c = Config::load(None).unwrap();
+        assert_eq!(c.http.listen.port(), 8081);
+        let c = Config::load(Some("[media]\nshards = 3\n")).unwrap();
+        assert_eq!(c.media.shards, 3);
+        assert_eq!(c.media.port_min, 20000);
+        assert!(Config::load(Some("[media]\nbogus = 1\n"))
+            .unwrap_err()
+            .contains("bogus"));
+    }
+}

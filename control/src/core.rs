@@ -1,0 +1,465 @@
+//! Glue between the REST API and the engine: creates sessions (binding their sockets here so
+//! errors reach the caller), keeps the registry, tells shards about routes, applies events.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use engine::{Command, Engine, EngineConfig, Event, NewSession, Role, SessionId, Status, StreamId};
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::Config;
+use crate::registry::{Counters, CreateError, Filter, Registry, SessionRecord, Topology};
+
+/// An error for the REST caller: HTTP status and message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: u16, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+}
+
+/// What a caller asks for when creating a session.
+#[derive(Debug, Clone, Default)]
+pub struct CreateRequest {
+    pub name: String,
+    pub published: bool,
+    pub app_key: String,
+    /// Players: where to send. Publishers: expected source (None = first packet latches).
+    pub peer: Option<SocketAddr>,
+    pub shard: Option<usize>,
+    pub has_audio: bool,
+    pub has_video: bool,
+    pub audio_codec: Option<String>,
+    pub video_codec: Option<String>,
+}
+
+/// Shard-side facts about a live session, from a stats snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct Live {
+    pub counters: HashMap<SessionId, Counters>,
+    /// Sessions still present on each shard (including ones being torn down).
+    pub per_shard: Vec<usize>,
+    pub shard_counters: Vec<engine::ShardCounters>,
+}
+
+struct PortAllocator {
+    min: u16,
+    max: u16,
+    next: u16,
+}
+
+impl PortAllocator {
+    /// Binds the next free port in the range, wrapping around once.
+    fn bind(&mut self, ip: IpAddr, publisher: bool) -> std::io::Result<UdpSocket> {
+        let span = (self.max - self.min) as usize + 1;
+        let mut last_err = None;
+        for _ in 0..span {
+            let port = self.next;
+            self.next = if self.next >= self.max {
+                self.min
+            } else {
+                self.next + 1
+            };
+            match bind_udp(SocketAddr::new(ip, port), publisher) {
+                Ok(s) => return Ok(s),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| std::io::Error::other("empty port range")))
+    }
+}
+
+fn bind_udp(addr: SocketAddr, publisher: bool) -> std::io::Result<UdpSocket> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if publisher {
+        // A publisher's port absorbs bursts (keyframes) while its shard is busy fanning out.
+        let _ = s.set_recv_buffer_size(4 << 20);
+    } else {
+        let _ = s.set_send_buffer_size(1 << 20);
+    }
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+pub struct Core {
+    pub cfg: Config,
+    engine: Engine,
+    reg: Mutex<Registry>,
+    ports: Mutex<PortAllocator>,
+    /// Last topology sent per stream, so changes only touch the shards concerned.
+    topo: Mutex<HashMap<StreamId, Topology>>,
+    /// Sessions stopped by control whose shard has not yet released them.
+    stopping: Mutex<HashMap<SessionId, SessionRecord>>,
+    rr: AtomicUsize,
+    pub status_tx: Mutex<Vec<crossbeam_channel::Sender<StatusChange>>>,
+}
+
+/// A status change, for hooks and observers.
+#[derive(Debug, Clone)]
+pub struct StatusChange {
+    pub record: SessionRecord,
+    pub status: Status,
+    pub info: String,
+}
+
+impl Core {
+    pub fn start(cfg: Config) -> std::io::Result<Arc<Core>> {
+        let engine = Engine::start(EngineConfig {
+            shards: cfg.media.shards,
+            pin: cfg.media.pin_cores,
+            ..Default::default()
+        })?;
+        let events = engine.events().clone();
+        let core = Arc::new(Core {
+            reg: Mutex::new(Registry::new(
+                cfg.media.max_sessions,
+                cfg.media.max_players_per_stream,
+            )),
+            ports: Mutex::new(PortAllocator {
+                min: cfg.media.port_min,
+                max: cfg.media.port_max,
+                next: cfg.media.port_min,
+            }),
+            cfg,
+            engine,
+            topo: Mutex::new(HashMap::new()),
+            stopping: Mutex::new(HashMap::new()),
+            rr: AtomicUsize::new(0),
+            status_tx: Mutex::new(Vec::new()),
+        });
+        let weak = Arc::downgrade(&core);
+        std::thread::Builder::new()
+            .name("engine-events".into())
+            .spawn(move || event_loop(weak, events))?;
+        Ok(core)
+    }
+
+    pub fn shard_count(&self) -> usize {
+        self.engine.shard_count()
+    }
+
+    /// Subscribes to status changes (hooks, tests).
+    pub fn subscribe(&self) -> crossbeam_channel::Receiver<StatusChange> {
+        let (tx, rx) = crossbeam_channel::unbounded();
+        self.status_tx.lock().unwrap().push(tx);
+        rx
+    }
+
+    fn notify(&self, record: &SessionRecord, status: Status, info: &str) {
+        let change = StatusChange {
+            record: record.clone(),
+            status,
+            info: info.to_string(),
+        };
+        self.status_tx
+            .lock()
+            .unwrap()
+            .retain(|tx| tx.send(change.clone()).is_ok());
+    }
+
+    /// Creates a publisher or player session; returns its record.
+    pub fn create(&self, req: CreateRequest) -> Result<SessionRecord, ApiError> {
+        if req.name.is_empty() || req.name.len() > 256 {
+            return Err(ApiError::new(
+                400,
+                "field `name`: must be 1..=256 characters",
+            ));
+        }
+        let n = self.shard_count();
+        if let Some(s) = req.shard {
+            if s >= n {
+                return Err(ApiError::new(400, format!("field `shard`: must be < {n}")));
+            }
+        }
+        let (id, stream) = {
+            let mut reg = self.reg.lock().unwrap();
+            reg.reserve(&req.name, req.published).map_err(|e| match e {
+                CreateError::NameInUse => ApiError::new(409, "Stream name is already in use"),
+                CreateError::TooManySessions => {
+                    ApiError::new(503, "session limit reached (media.max_sessions)")
+                }
+                CreateError::TooManyPlayers => ApiError::new(
+                    503,
+                    "player limit of this stream reached (media.max_players_per_stream)",
+                ),
+            })?
+        };
+        let socket = match self
+            .ports
+            .lock()
+            .unwrap()
+            .bind(self.cfg.media.bind, req.published)
+        {
+            Ok(s) => s,
+            Err(e) => {
+                self.reg.lock().unwrap().unreserve(&req.name);
+                tracing::error!(error = %e, "no free media port");
+                return Err(ApiError::new(503, format!("no free media port: {e}")));
+            }
+        };
+        let port = socket.local_addr().map(|a| a.port()).unwrap_or(0);
+        let shard = req
+            .shard
+            .unwrap_or_else(|| self.rr.fetch_add(1, Ordering::Relaxed) % n);
+        let record = SessionRecord {
+            id,
+            media_session_id: uuid::Uuid::new_v4().to_string(),
+            name: req.name.clone(),
+            published: req.published,
+            status: Status::Pending,
+            info: String::new(),
+            app_key: req.app_key.clone(),
+            create_date: now_ms(),
+            shard,
+            port,
+            stream,
+            remote: req.peer,
+            has_audio: req.has_audio,
+            has_video: req.has_video,
+            audio_codec: req.audio_codec.clone(),
+            video_codec: req.video_codec.clone(),
+        };
+        // Registry first, then the shard: an early event then finds its record.
+        let topo = self.reg.lock().unwrap().insert(record.clone());
+        self.engine.send(
+            shard,
+            Command::AddSession(NewSession {
+                id,
+                stream,
+                role: if req.published {
+                    Role::Publisher
+                } else {
+                    Role::Player
+                },
+                socket,
+                peer: req.peer,
+            }),
+        );
+        self.apply_topology(topo);
+        tracing::info!(
+            id = %record.media_session_id, name = %record.name, published = record.published,
+            shard, port, "session created"
+        );
+        self.notify(&record, Status::Pending, "");
+        Ok(record)
+    }
+
+    /// Tells the shards concerned where a stream's packets and feedback go.
+    fn apply_topology(&self, t: Topology) {
+        let mut topo = self.topo.lock().unwrap();
+        let old = topo.get(&t.stream).cloned();
+        let relevant = |t: &Topology| -> BTreeSet<usize> {
+            t.player_shards
+                .iter()
+                .copied()
+                .chain(t.publisher_shard)
+                .collect()
+        };
+        let mut shards = relevant(&t);
+        if let Some(o) = &old {
+            shards.extend(relevant(o));
+        }
+        for s in shards {
+            let routes = if t.publisher_shard == Some(s) {
+                t.player_shards
+                    .iter()
+                    .copied()
+                    .filter(|&p| p != s)
+                    .collect()
+            } else {
+                Vec::new()
+            };
+            let was_pub = old.as_ref().is_some_and(|o| o.publisher_shard == Some(s));
+            if t.publisher_shard == Some(s) || was_pub {
+                self.engine.send(
+                    s,
+                    Command::SetRoutes {
+                        stream: t.stream,
+                        shards: routes,
+                    },
+                );
+            }
+            let pub_shard = if t.player_shards.contains(&s) || t.publisher_shard == Some(s) {
+                t.publisher_shard
+            } else {
+                None
+            };
+            let old_pub_shard = old.as_ref().and_then(|o| {
+                if o.player_shards.contains(&s) || o.publisher_shard == Some(s) {
+                    o.publisher_shard
+                } else {
+                    None
+                }
+            });
+            if old.is_none() || pub_shard != old_pub_shard {
+                self.engine.send(
+                    s,
+                    Command::SetPublisherShard {
+                        stream: t.stream,
+                        shard: pub_shard,
+                    },
+                );
+            }
+        }
+        if t.publisher_shard.is_none() && t.player_shards.is_empty() {
+            topo.remove(&t.stream);
+        } else {
+            topo.insert(t.stream, t);
+        }
+    }
+
+    /// Stops one session (already looked up). Returns its record.
+    fn stop(&self, id: SessionId, info: &str) -> Option<SessionRecord> {
+        let (mut rec, topo) = self.reg.lock().unwrap().remove(id)?;
+        rec.status = Status::Stopped;
+        rec.info = info.to_string();
+        self.stopping.lock().unwrap().insert(id, rec.clone());
+        self.engine.send(
+            rec.shard,
+            Command::Terminate {
+                id,
+                info: info.to_string(),
+            },
+        );
+        self.apply_topology(topo);
+        tracing::info!(id = %rec.media_session_id, name = %rec.name, published = rec.published, info, "session stopped");
+        Some(rec)
+    }
+
+    /// Stops every session matching `f`. Returns the stopped records.
+    pub fn terminate(&self, f: &Filter, info: &str) -> Vec<SessionRecord> {
+        let ids: Vec<SessionId> = self
+            .reg
+            .lock()
+            .unwrap()
+            .find(f)
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        ids.into_iter()
+            .filter_map(|id| self.stop(id, info))
+            .collect()
+    }
+
+    /// Stops one session by mediaSessionId.
+    pub fn terminate_one(&self, msid: &str, info: &str) -> Option<SessionRecord> {
+        let id = self.reg.lock().unwrap().by_media_session_id(msid)?.id;
+        self.stop(id, info)
+    }
+
+    pub fn find(&self, f: &Filter) -> Vec<SessionRecord> {
+        self.reg
+            .lock()
+            .unwrap()
+            .find(f)
+            .into_iter()
+            .cloned()
+            .collect()
+    }
+
+    pub fn session_count(&self) -> usize {
+        self.reg.lock().unwrap().len()
+    }
+
+    /// Sessions control believes exist, per shard.
+    pub fn registry_per_shard(&self) -> Vec<usize> {
+        self.reg.lock().unwrap().per_shard(self.shard_count())
+    }
+
+    /// Sessions stopped by control but not yet released by their shard.
+    pub fn stopping_count(&self) -> usize {
+        self.stopping.lock().unwrap().len()
+    }
+
+    /// A stats snapshot from every shard (blocks briefly: call off the async runtime).
+    pub fn live(&self) -> Live {
+        let stats = self.engine.stats();
+        let mut live = Live {
+            per_shard: vec![0; self.shard_count()],
+            shard_counters: vec![Default::default(); self.shard_count()],
+            ..Default::default()
+        };
+        for s in stats {
+            live.per_shard[s.shard] = s.sessions.len();
+            live.shard_counters[s.shard] = s.counters;
+            for x in s.sessions {
+                let c = x.counters;
+                live.counters.insert(
+                    x.id,
+                    Counters {
+                        packets_in: c.packets_in,
+                        bytes_in: c.bytes_in,
+                        packets_out: c.packets_out,
+                        bytes_out: c.bytes_out,
+                        lost: c.lost,
+                        dropped: c.dropped,
+                        pli_in: c.pli_in,
+                        nack_in: c.nack_in,
+                    },
+                );
+            }
+        }
+        live
+    }
+
+    fn on_event(&self, ev: Event) {
+        match ev {
+            Event::Status {
+                id,
+                status,
+                info,
+                remote,
+            } => {
+                let rec = {
+                    let mut reg = self.reg.lock().unwrap();
+                    match reg.get_mut(id) {
+                        Some(r) if matches!(status, Status::Publishing | Status::Playing) => {
+                            r.status = status;
+                            if remote.is_some() {
+                                r.remote = remote;
+                            }
+                            Some(r.clone())
+                        }
+                        _ => None,
+                    }
+                };
+                let rec = rec.or_else(|| self.stopping.lock().unwrap().get(&id).cloned());
+                if let Some(r) = rec {
+                    tracing::info!(id = %r.media_session_id, name = %r.name, status = status.as_str(), info, "status");
+                    self.notify(&r, status, &info);
+                }
+            }
+            Event::Removed { id } => {
+                self.stopping.lock().unwrap().remove(&id);
+            }
+        }
+    }
+}
+
+fn event_loop(core: Weak<Core>, events: crossbeam_channel::Receiver<Event>) {
+    // Ends when every shard has exited (all senders dropped) or the core is gone.
+    while let Ok(ev) = events.recv() {
+        let Some(c) = core.upgrade() else {
+            return;
+        };
+        c.on_event(ev);
+    }
+}

@@ -1,0 +1,464 @@
+//! The control plane's view of every session: names, ids, statuses, which shard owns it.
+//! Pure state (no I/O) so filters and lifecycle rules are unit-testable.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+
+use engine::{SessionId, Status, StreamId};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// One publisher or player.
+#[derive(Debug, Clone)]
+pub struct SessionRecord {
+    pub id: SessionId,
+    pub media_session_id: String,
+    pub name: String,
+    pub published: bool,
+    pub status: Status,
+    pub info: String,
+    pub app_key: String,
+    pub create_date: u64,
+    pub shard: usize,
+    pub port: u16,
+    pub stream: StreamId,
+    pub remote: Option<SocketAddr>,
+    pub has_audio: bool,
+    pub has_video: bool,
+    pub audio_codec: Option<String>,
+    pub video_codec: Option<String>,
+}
+
+/// Counters merged in from a shard stats snapshot.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counters {
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub bytes_out: u64,
+    pub lost: u64,
+    pub dropped: u64,
+    pub pli_in: u64,
+    pub nack_in: u64,
+}
+
+impl SessionRecord {
+    /// The stream object as the REST API returns it.
+    pub fn to_json(&self, c: Option<&Counters>, metrics: bool) -> Value {
+        let c = c.copied().unwrap_or_default();
+        let mut v = json!({
+            "mediaSessionId": self.media_session_id,
+            "name": self.name,
+            "published": self.published,
+            "status": self.status.as_str(),
+            "info": self.info,
+            "appKey": self.app_key,
+            "createDate": self.create_date,
+            "mediaType": if self.published { "publish" } else { "play" },
+            "hasAudio": self.has_audio,
+            "hasVideo": self.has_video,
+            "audioCodec": self.audio_codec,
+            "videoCodec": self.video_codec,
+            "remoteAddress": self.remote.map(|a| a.to_string()),
+            "serverPort": self.port,
+            "shard": self.shard,
+            "packetsIn": c.packets_in,
+            "bytesIn": c.bytes_in,
+            "packetsOut": c.packets_out,
+            "bytesOut": c.bytes_out,
+            "lost": c.lost,
+        });
+        if metrics {
+            v["metrics"] = json!({
+                "VIDEO_CODEC": self.video_codec,
+                "AUDIO_CODEC": self.audio_codec,
+                "PACKETS_IN": c.packets_in,
+                "PACKETS_OUT": c.packets_out,
+                "BYTES_IN": c.bytes_in,
+                "BYTES_OUT": c.bytes_out,
+                "LOST": c.lost,
+                "DROPPED": c.dropped,
+                "VIDEO_PLI": c.pli_in,
+                "VIDEO_NACK": c.nack_in,
+            });
+        }
+        v
+    }
+}
+
+/// A stream filter (find / terminate). All given fields must match.
+#[derive(Debug, Clone, Default, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct FilterBody {
+    pub name: Option<String>,
+    pub published: Option<bool>,
+    pub status: Option<String>,
+    pub media_session_id: Option<String>,
+    pub media_session_ids: Option<Vec<String>>,
+    /// Terminate only: an empty filter must say `"all": true` to stop everything.
+    pub all: Option<bool>,
+    pub display: Option<Vec<String>>,
+    /// Accepted for compatibility (the reference server's session id); matches nothing extra.
+    pub app_key: Option<String>,
+}
+
+/// A validated filter.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filter {
+    pub name: Option<String>,
+    pub published: Option<bool>,
+    pub status: Option<Status>,
+    pub media_session_ids: Option<BTreeSet<String>>,
+    pub app_key: Option<String>,
+    pub all: bool,
+    pub metrics: bool,
+}
+
+impl Filter {
+    /// Validates a body. Errors name the offending field.
+    pub fn from_body(b: FilterBody) -> Result<Filter, String> {
+        let status = match b.status {
+            None => None,
+            Some(s) => Some(Status::parse(&s).ok_or_else(|| {
+                format!(
+                    "field `status`: unknown status `{s}` (expected one of {})",
+                    Status::ALL.map(|s| s.as_str()).join(", ")
+                )
+            })?),
+        };
+        let mut ids: Option<BTreeSet<String>> = None;
+        if let Some(v) = b.media_session_ids {
+            if v.is_empty() {
+                return Err("field `mediaSessionIds`: must not be empty".into());
+            }
+            ids = Some(v.into_iter().collect());
+        }
+        if let Some(one) = b.media_session_id {
+            // Both given: AND means the single id must also be in the list.
+            ids = Some(match ids {
+                None => [one].into_iter().collect(),
+                Some(set) => set.into_iter().filter(|x| *x == one).collect(),
+            });
+        }
+        let metrics = match b.display {
+            None => false,
+            Some(d) => {
+                if let Some(bad) = d.iter().find(|x| x.as_str() != "metrics") {
+                    return Err(format!(
+                        "field `display`: unknown value `{bad}` (expected \"metrics\")"
+                    ));
+                }
+                !d.is_empty()
+            }
+        };
+        Ok(Filter {
+            name: b.name,
+            published: b.published,
+            status,
+            media_session_ids: ids,
+            app_key: b.app_key,
+            all: b.all.unwrap_or(false),
+            metrics,
+        })
+    }
+
+    /// True when no field restricts the match.
+    pub fn is_empty(&self) -> bool {
+        self.name.is_none()
+            && self.published.is_none()
+            && self.status.is_none()
+            && self.media_session_ids.is_none()
+            && self.app_key.is_none()
+    }
+
+    pub fn matches(&self, r: &SessionRecord) -> bool {
+        self.name.as_ref().is_none_or(|n| *n == r.name)
+            && self.published.is_none_or(|p| p == r.published)
+            && self.status.is_none_or(|s| s == r.status)
+            && self.app_key.as_ref().is_none_or(|a| *a == r.app_key)
+            && self
+                .media_session_ids
+                .as_ref()
+                .is_none_or(|ids| ids.contains(&r.media_session_id))
+    }
+}
+
+#[derive(Debug, Default)]
+struct StreamEntry {
+    id: StreamId,
+    publisher: Option<SessionId>,
+    players: BTreeSet<SessionId>,
+}
+
+/// Why a session could not be created.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateError {
+    NameInUse,
+    TooManySessions,
+    TooManyPlayers,
+}
+
+/// What the shards must be told after a stream's membership changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topology {
+    pub stream: StreamId,
+    pub publisher_shard: Option<usize>,
+    /// Shards holding at least one player.
+    pub player_shards: BTreeSet<usize>,
+}
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    sessions: HashMap<SessionId, SessionRecord>,
+    by_msid: HashMap<String, SessionId>,
+    streams: HashMap<String, StreamEntry>,
+    next_session: SessionId,
+    next_stream: StreamId,
+    max_sessions: usize,
+    max_players: usize,
+}
+
+impl Registry {
+    pub fn new(max_sessions: usize, max_players: usize) -> Self {
+        Self {
+            max_sessions,
+            max_players,
+            next_session: 1,
+            next_stream: 1,
+            ..Default::default()
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.sessions.is_empty()
+    }
+
+    /// Checks limits and reserves ids for a new session of `name`. Returns (session, stream).
+    pub fn reserve(
+        &mut self,
+        name: &str,
+        published: bool,
+    ) -> Result<(SessionId, StreamId), CreateError> {
+        if self.sessions.len() >= self.max_sessions {
+            return Err(CreateError::TooManySessions);
+        }
+        if let Some(e) = self.streams.get(name) {
+            if published && e.publisher.is_some() {
+                return Err(CreateError::NameInUse);
+            }
+            if !published && e.players.len() >= self.max_players {
+                return Err(CreateError::TooManyPlayers);
+            }
+        }
+        let sid = self.next_session;
+        self.next_session += 1;
+        let stream = match self.streams.get(name) {
+            Some(e) => e.id,
+            None => {
+                let id = self.next_stream;
+                self.next_stream += 1;
+                self.streams.insert(
+                    name.to_string(),
+                    StreamEntry {
+                        id,
+                        ..Default::default()
+                    },
+                );
+                id
+            }
+        };
+        Ok((sid, stream))
+    }
+
+    /// Drops a stream entry created by `reserve` when creating the session failed afterwards.
+    pub fn unreserve(&mut self, name: &str) {
+        if self
+            .streams
+            .get(name)
+            .is_some_and(|e| e.publisher.is_none() && e.players.is_empty())
+        {
+            self.streams.remove(name);
+        }
+    }
+
+    pub fn insert(&mut self, r: SessionRecord) -> Topology {
+        let e = self.streams.get_mut(&r.name).expect("reserved stream");
+        if r.published {
+            e.publisher = Some(r.id);
+        } else {
+            e.players.insert(r.id);
+        }
+        self.by_msid.insert(r.media_session_id.clone(), r.id);
+        let name = r.name.clone();
+        self.sessions.insert(r.id, r);
+        self.topology(&name).expect("stream exists")
+    }
+
+    pub fn topology(&self, name: &str) -> Option<Topology> {
+        let e = self.streams.get(name)?;
+        Some(Topology {
+            stream: e.id,
+            publisher_shard: e
+                .publisher
+                .and_then(|p| self.sessions.get(&p))
+                .map(|r| r.shard),
+            player_shards: e
+                .players
+                .iter()
+                .filter_map(|p| self.sessions.get(p))
+                .map(|r| r.shard)
+                .collect(),
+        })
+    }
+
+    /// Removes a session; returns it and the stream's new topology (None if the stream is gone).
+    pub fn remove(&mut self, id: SessionId) -> Option<(SessionRecord, Topology)> {
+        let r = self.sessions.remove(&id)?;
+        self.by_msid.remove(&r.media_session_id);
+        let e = self.streams.get_mut(&r.name).expect("stream of a session");
+        if e.publisher == Some(id) {
+            e.publisher = None;
+        }
+        e.players.remove(&id);
+        let topo = self.topology(&r.name).expect("stream exists");
+        let e = &self.streams[&r.name];
+        if e.publisher.is_none() && e.players.is_empty() {
+            self.streams.remove(&r.name);
+        }
+        Some((r, topo))
+    }
+
+    pub fn get(&self, id: SessionId) -> Option<&SessionRecord> {
+        self.sessions.get(&id)
+    }
+
+    pub fn get_mut(&mut self, id: SessionId) -> Option<&mut SessionRecord> {
+        self.sessions.get_mut(&id)
+    }
+
+    pub fn by_media_session_id(&self, msid: &str) -> Option<&SessionRecord> {
+        self.by_msid.get(msid).and_then(|id| self.sessions.get(id))
+    }
+
+    /// Matching sessions, oldest first.
+    pub fn find(&self, f: &Filter) -> Vec<&SessionRecord> {
+        let mut v: Vec<_> = self.sessions.values().filter(|r| f.matches(r)).collect();
+        v.sort_by_key(|r| r.id);
+        v
+    }
+
+    pub fn per_shard(&self, shards: usize) -> Vec<usize> {
+        let mut v = vec![0; shards];
+        for r in self.sessions.values() {
+            if r.shard < shards {
+                v[r.shard] += 1;
+            }
+        }
+        v
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(reg: &mut Registry, name: &str, published: bool, shard: usize) -> SessionRecord {
+        let (id, stream) = reg.reserve(name, published).unwrap();
+        let r = SessionRecord {
+            id,
+            media_session_id: format!("m{id}"),
+            name: name.into(),
+            published,
+            status: if published {
+                Status::Publishing
+            } else {
+                Status::Playing
+            },
+            info: String::new(),
+            app_key: "defaultApp".into(),
+            create_date: 0,
+            shard,
+            port: 0,
+            stream,
+            remote: None,
+            has_audio: false,
+            has_video: false,
+            audio_codec: None,
+            video_codec: None,
+        };
+        reg.insert(r.clone());
+        r
+    }
+
+    fn filter(j: &str) -> Result<Filter, String> {
+        let b: FilterBody = serde_json::from_str(j).map_err(|e| e.to_string())?;
+        Filter::from_body(b)
+    }
+
+    #[test]
+    fn filters_and_together() {
+        let mut reg = Registry::new(100, 100);
+        rec(&mut reg, "s1", true, 0);
+        rec(&mut reg, "s1", false, 1);
+        rec(&mut reg, "s1", false, 0);
+        rec(&mut reg, "s2", true, 1);
+        rec(&mut reg, "s2", false, 1);
+        let n = |j: &str| reg.find(&filter(j).unwrap()).len();
+        assert_eq!(n("{}"), 5);
+        assert_eq!(n(r#"{"published":false}"#), 3);
+        assert_eq!(n(r#"{"name":"s1","published":false}"#), 2);
+        assert_eq!(n(r#"{"name":"s1","status":"PUBLISHING"}"#), 1);
+        assert_eq!(n(r#"{"mediaSessionIds":["m1","m4","zz"]}"#), 2);
+        assert_eq!(
+            n(r#"{"mediaSessionIds":["m1","m4"],"mediaSessionId":"m4"}"#),
+            1
+        );
+        assert_eq!(n(r#"{"name":"s3"}"#), 0);
+    }
+
+    #[test]
+    fn bad_filters_name_the_field() {
+        assert!(filter(r#"{"status":"DANCING"}"#)
+            .unwrap_err()
+            .contains("status"));
+        assert!(filter(r#"{"published":"yes"}"#)
+            .unwrap_err()
+            .contains("invalid type"));
+        assert!(filter(r#"{"nmae":"s1"}"#).unwrap_err().contains("nmae"));
+        assert!(filter(r#"{"mediaSessionIds":[]}"#)
+            .unwrap_err()
+            .contains("mediaSessionIds"));
+        assert!(filter(r#"{"display":["x"]}"#)
+            .unwrap_err()
+            .contains("display"));
+        assert!(filter("{}").unwrap().is_empty());
+    }
+
+    #[test]
+    fn name_in_use_and_reuse_after_removal() {
+        let mut reg = Registry::new(100, 1);
+        let p = rec(&mut reg, "s1", true, 0);
+        assert_eq!(reg.reserve("s1", true), Err(CreateError::NameInUse));
+        rec(&mut reg, "s1", false, 1);
+        assert_eq!(reg.reserve("s1", false), Err(CreateError::TooManyPlayers));
+        let (_, topo) = reg.remove(p.id).unwrap();
+        assert_eq!(topo.publisher_shard, None);
+        assert_eq!(topo.player_shards, [1].into_iter().collect());
+        assert!(reg.reserve("s1", true).is_ok());
+    }
+
+    #[test]
+    fn stream_entry_goes_away_with_last_session() {
+        let mut reg = Registry::new(100, 100);
+        let p = rec(&mut reg, "s1", true, 0);
+        let q = rec(&mut reg, "s1", false, 1);
+        reg.remove(p.id);
+        reg.remove(q.id);
+        assert!(reg.topology("s1").is_none());
+        assert!(reg.is_empty());
+    }
+}

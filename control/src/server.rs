@@ -1,0 +1,320 @@
+//! The REST server: hyper on a single-threaded tokio runtime in its own thread, so the
+//! control plane never competes with the shards for their cores' run queues.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use tokio::net::TcpListener;
+
+use crate::config::Config;
+use crate::core::{ApiError, Core, CreateRequest};
+use crate::registry::{Filter, FilterBody};
+
+pub type Resp = Response<Full<Bytes>>;
+
+fn json_resp(status: u16, v: &Value) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(v.to_string())));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn err_resp(e: ApiError) -> Resp {
+    json_resp(e.status, &json!({ "error": e.message }))
+}
+
+/// Parses a JSON body into `T`; an empty body counts as `{}`.
+fn parse_json<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+    let body = if body.iter().all(|b| b.is_ascii_whitespace()) {
+        &b"{}"[..]
+    } else {
+        body
+    };
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::new(400, format!("invalid request body: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PublishBody {
+    name: String,
+    #[serde(default)]
+    app_key: Option<String>,
+    /// Expected source address "ip:port"; omitted = the first RTP packet's source is latched.
+    #[serde(default)]
+    source: Option<SocketAddr>,
+    #[serde(default)]
+    shard: Option<usize>,
+    #[serde(default)]
+    has_audio: Option<bool>,
+    #[serde(default)]
+    has_video: Option<bool>,
+    #[serde(default)]
+    audio_codec: Option<String>,
+    #[serde(default)]
+    video_codec: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct PlayBody {
+    name: String,
+    host: std::net::IpAddr,
+    port: u16,
+    #[serde(default)]
+    app_key: Option<String>,
+    #[serde(default)]
+    shard: Option<usize>,
+}
+
+pub struct Api {
+    pub core: Arc<Core>,
+}
+
+impl Api {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Resp {
+        let method = req.method().clone();
+        let path = req.uri().path().to_string();
+        if path.starts_with("/rest-api/") {
+            if let Some(token) = &self.core.cfg.http.token {
+                let ok = req
+                    .headers()
+                    .get(AUTHORIZATION)
+                    .and_then(|h| h.to_str().ok())
+                    .and_then(|h| h.strip_prefix("Bearer "))
+                    .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
+                if !ok {
+                    return err_resp(ApiError::new(401, "missing or wrong bearer token"));
+                }
+            }
+        }
+        let limit = self.core.cfg.http.max_body;
+        let body = match Limited::new(req.into_body(), limit).collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(e) => {
+                if e.downcast_ref::<http_body_util::LengthLimitError>()
+                    .is_some()
+                {
+                    return err_resp(ApiError::new(
+                        413,
+                        format!("request body larger than {limit} bytes"),
+                    ));
+                }
+                return err_resp(ApiError::new(400, format!("could not read body: {e}")));
+            }
+        };
+        let r = match (&method, path.as_str()) {
+            (&Method::POST, "/rest-api/publish") => self.publish(&body),
+            (&Method::POST, "/rest-api/play") => self.play(&body),
+            (&Method::POST, "/rest-api/stream/find_all") => self.find(&body, true).await,
+            (&Method::POST, "/rest-api/stream/find") => self.find(&body, false).await,
+            (&Method::POST, "/rest-api/stream/terminate") => self.terminate(&body),
+            (&Method::GET, "/health") => Ok(json_resp(200, &json!({"status": "ok"}))),
+            (_, p) if ROUTES.iter().any(|(_, rp)| *rp == p) => Err(ApiError::new(
+                405,
+                format!("method {method} not allowed on {p}"),
+            )),
+            _ => Err(ApiError::new(404, format!("no route {method} {path}"))),
+        };
+        r.unwrap_or_else(err_resp)
+    }
+
+    fn publish(&self, body: &[u8]) -> Result<Resp, ApiError> {
+        let b: PublishBody = parse_json(body)?;
+        let rec = self.core.create(CreateRequest {
+            name: b.name,
+            published: true,
+            app_key: b.app_key.unwrap_or_else(|| "defaultApp".into()),
+            peer: b.source,
+            shard: b.shard,
+            has_audio: b.has_audio.unwrap_or(false),
+            has_video: b.has_video.unwrap_or(false),
+            audio_codec: b.audio_codec,
+            video_codec: b.video_codec,
+        })?;
+        Ok(json_resp(200, &self.session_reply(&rec)))
+    }
+
+    fn play(&self, body: &[u8]) -> Result<Resp, ApiError> {
+        let b: PlayBody = parse_json(body)?;
+        if b.port == 0 {
+            return Err(ApiError::new(400, "field `port`: must be 1..=65535"));
+        }
+        let rec = self.core.create(CreateRequest {
+            name: b.name,
+            published: false,
+            app_key: b.app_key.unwrap_or_else(|| "defaultApp".into()),
+            peer: Some(SocketAddr::new(b.host, b.port)),
+            shard: b.shard,
+            ..Default::default()
+        })?;
+        Ok(json_resp(200, &self.session_reply(&rec)))
+    }
+
+    fn session_reply(&self, rec: &crate::registry::SessionRecord) -> Value {
+        let mut v = rec.to_json(None, false);
+        v["host"] = json!(self.core.cfg.media.public_ip.to_string());
+        v["port"] = json!(rec.port);
+        v
+    }
+
+    async fn find(&self, body: &[u8], all: bool) -> Result<Resp, ApiError> {
+        let mut f = parse_filter(body)?;
+        if all {
+            // find_all lists everything; only `display` is honoured.
+            f = Filter {
+                metrics: f.metrics,
+                ..Default::default()
+            };
+        }
+        let recs = self.core.find(&f);
+        if recs.is_empty() && !all {
+            return Err(ApiError::new(404, "Stream not found"));
+        }
+        let core = self.core.clone();
+        let live = tokio::task::spawn_blocking(move || core.live())
+            .await
+            .map_err(|e| ApiError::new(500, format!("stats: {e}")))?;
+        let arr: Vec<Value> = recs
+            .iter()
+            .map(|r| r.to_json(live.counters.get(&r.id), f.metrics))
+            .collect();
+        Ok(json_resp(200, &Value::Array(arr)))
+    }
+
+    fn terminate(&self, body: &[u8]) -> Result<Resp, ApiError> {
+        let f = parse_filter(body)?;
+        if f.is_empty() && !f.all {
+            return Err(ApiError::new(
+                400,
+                "empty filter would stop every stream; send {\"all\":true} to mean that",
+            ));
+        }
+        let stopped = self.core.terminate(&f, "Stopped by rest /terminate");
+        if stopped.is_empty() {
+            return Err(ApiError::new(404, "Stream not found"));
+        }
+        let ids: Vec<&str> = stopped
+            .iter()
+            .map(|r| r.media_session_id.as_str())
+            .collect();
+        Ok(json_resp(
+            200,
+            &json!({"message": "Stream termination request is received", "terminated": ids}),
+        ))
+    }
+}
+
+fn parse_filter(body: &[u8]) -> Result<Filter, ApiError> {
+    let b: FilterBody = parse_json(body)?;
+    Filter::from_body(b).map_err(|e| ApiError::new(400, e))
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Every route the server answers, as (method, path); checked against openapi.yaml in tests.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/rest-api/publish"),
+    ("POST", "/rest-api/play"),
+    ("POST", "/rest-api/stream/find_all"),
+    ("POST", "/rest-api/stream/find"),
+    ("POST", "/rest-api/stream/terminate"),
+    ("GET", "/health"),
+];
+
+/// A running server (engine + REST). Dropping it shuts everything down.
+pub struct Server {
+    pub core: Arc<Core>,
+    pub http_addr: SocketAddr,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Server {
+    pub fn start(cfg: Config) -> Result<Server, String> {
+        let core = Core::start(cfg.clone()).map_err(|e| format!("engine start: {e}"))?;
+        let std_listener = std::net::TcpListener::bind(cfg.http.listen)
+            .map_err(|e| format!("http listen on {}: {e}", cfg.http.listen))?;
+        std_listener
+            .set_nonblocking(true)
+            .map_err(|e| e.to_string())?;
+        let http_addr = std_listener.local_addr().map_err(|e| e.to_string())?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let api = Arc::new(Api { core: core.clone() });
+        let thread = std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("tokio runtime");
+                rt.block_on(async move {
+                    let listener = TcpListener::from_std(std_listener).expect("listener");
+                    tracing::info!(addr = %http_addr, "REST API listening (http)");
+                    serve(listener, api, rx).await;
+                });
+            })
+            .map_err(|e| e.to_string())?;
+        Ok(Server {
+            core,
+            http_addr,
+            shutdown: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+}
+
+async fn serve(listener: TcpListener, api: Arc<Api>, mut stop: tokio::sync::oneshot::Receiver<()>) {
+    loop {
+        tokio::select! {
+            _ = &mut stop => return,
+            acc = listener.accept() => {
+                let (stream, _) = match acc {
+                    Ok(x) => x,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "accept failed");
+                        continue;
+                    }
+                };
+                let api = api.clone();
+                tokio::task::spawn(async move {
+                    let svc = service_fn(move |req| {
+                        let api = api.clone();
+                        async move { Ok::<_, Infallible>(api.handle(req).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -1,0 +1,153 @@
+//! Messages between the control thread and the shards.
+
+use std::net::{SocketAddr, UdpSocket};
+
+/// Engine-wide session identifier, assigned by control.
+pub type SessionId = u64;
+/// Engine-wide stream identifier (one per stream name while it has sessions).
+pub type StreamId = u64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    Publisher,
+    Player,
+}
+
+/// Lifecycle status, as the reference server names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Status {
+    New,
+    Pending,
+    Publishing,
+    Playing,
+    Stopped,
+    Failed,
+}
+
+impl Status {
+    pub const ALL: [Status; 6] = [
+        Status::New,
+        Status::Pending,
+        Status::Publishing,
+        Status::Playing,
+        Status::Stopped,
+        Status::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::New => "NEW",
+            Status::Pending => "PENDING",
+            Status::Publishing => "PUBLISHING",
+            Status::Playing => "PLAYING",
+            Status::Stopped => "STOPPED",
+            Status::Failed => "FAILED",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|x| x.as_str() == s)
+    }
+}
+
+/// A session to create on a shard. The socket is already bound by control so errors (port in
+/// use) are reported synchronously to the REST caller.
+#[derive(Debug)]
+pub struct NewSession {
+    pub id: SessionId,
+    pub stream: StreamId,
+    pub role: Role,
+    pub socket: UdpSocket,
+    /// Players: where to send media. Publishers: the expected source, or `None` to latch the
+    /// first valid RTP packet's source (comedia).
+    pub peer: Option<SocketAddr>,
+}
+
+/// Commands from control to one shard.
+#[derive(Debug)]
+pub enum Command {
+    AddSession(NewSession),
+    /// Sent to the publisher's shard: the shards (other than itself) that have players of
+    /// `stream`, so it knows where to forward.
+    SetRoutes {
+        stream: StreamId,
+        shards: Vec<usize>,
+    },
+    /// Sent to shards with players of `stream`: where keyframe requests and NACKs go.
+    SetPublisherShard {
+        stream: StreamId,
+        shard: Option<usize>,
+    },
+    Terminate {
+        id: SessionId,
+        info: String,
+    },
+    Stats {
+        reply: crossbeam_channel::Sender<ShardStats>,
+    },
+    Shutdown,
+}
+
+/// Events from shards to control.
+#[derive(Debug, Clone)]
+pub enum Event {
+    Status {
+        id: SessionId,
+        status: Status,
+        info: String,
+        remote: Option<SocketAddr>,
+    },
+    /// A session's resources are gone from its shard (after a stop).
+    Removed { id: SessionId },
+}
+
+/// Per-session counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SessionCounters {
+    pub packets_in: u64,
+    pub bytes_in: u64,
+    pub packets_out: u64,
+    pub bytes_out: u64,
+    /// Publishers: sequence gaps seen. Players: packets dropped for this player (full rings,
+    /// send errors).
+    pub lost: u64,
+    pub rtcp_in: u64,
+    pub pli_in: u64,
+    pub nack_in: u64,
+    pub dropped: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct SessionStats {
+    pub id: SessionId,
+    pub stream: StreamId,
+    pub role: Role,
+    pub remote: Option<SocketAddr>,
+    pub counters: SessionCounters,
+    pub payload_types: Vec<u8>,
+}
+
+/// Shard-wide counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardCounters {
+    pub packets_in: u64,
+    pub packets_out: u64,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub dropped_unknown_source: u64,
+    pub dropped_malformed: u64,
+    pub dropped_ring_full: u64,
+    pub dropped_no_send_slot: u64,
+    pub send_errors: u64,
+    pub keyframe_requests_sent: u64,
+    pub keyframe_requests_coalesced: u64,
+    pub arena_grows: u64,
+    pub recv_rearms: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ShardStats {
+    pub shard: usize,
+    pub counters: ShardCounters,
+    pub sessions: Vec<SessionStats>,
+}

@@ -1,0 +1,985 @@
+//! One shard: a thread pinned to a core that owns its sessions' sockets and drives them with
+//! its own io_uring. Datagrams arrive through multishot RecvMsg into a provided-buffer ring;
+//! media goes out as SendMsg SQEs, all submitted with one syscall per loop turn.
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender};
+use io_uring::{cqueue, opcode, squeue, types, IoUring};
+
+use crate::api::*;
+use crate::arena::PacketArena;
+use crate::bufring::BufRing;
+use crate::feedback::{self, Feedback, KeyframeCoalescer};
+use crate::mesh::{Hop, Mesh};
+use crate::rewrite::Rewriter;
+use crate::rtp;
+
+const BGID: u16 = 1;
+const KIND_RECV: u64 = 1;
+const KIND_SEND: u64 = 2;
+const KIND_WAKE: u64 = 3;
+const KIND_CANCEL: u64 = 4;
+/// Hops taken from one inbound queue per loop turn, so one busy peer cannot starve the rest.
+const HOP_BUDGET: usize = 512;
+
+/// Tuning knobs of a shard.
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    pub sq_entries: u32,
+    pub recv_buffers: u16,
+    pub recv_buffer_size: usize,
+    pub send_slots: usize,
+    pub keyframe_interval: Duration,
+    pub arena_chunk: usize,
+}
+
+impl Default for ShardConfig {
+    fn default() -> Self {
+        Self {
+            sq_entries: 4096,
+            recv_buffers: 2048,
+            recv_buffer_size: 2048,
+            send_slots: 8192,
+            keyframe_interval: Duration::from_millis(500),
+            arena_chunk: 256 * 1024,
+        }
+    }
+}
+
+fn ud(kind: u64, gen: u32, idx: usize) -> u64 {
+    (kind << 56) | ((gen as u64 & 0xff_ffff) << 32) | idx as u64
+}
+
+fn ud_parts(u: u64) -> (u64, u32, usize) {
+    (
+        u >> 56,
+        ((u >> 32) & 0xff_ffff) as u32,
+        (u & 0xffff_ffff) as usize,
+    )
+}
+
+/// A sockaddr in the form sendmsg wants, prepared once per peer.
+#[derive(Clone, Copy)]
+struct RawAddr {
+    storage: libc::sockaddr_in6,
+    len: libc::socklen_t,
+}
+
+impl RawAddr {
+    fn new(a: SocketAddr) -> Self {
+        // SAFETY: all-zero is a valid sockaddr_in6 / sockaddr_in.
+        let mut storage: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
+        let len = match a {
+            SocketAddr::V4(v4) => {
+                let sin = libc::sockaddr_in {
+                    sin_family: libc::AF_INET as libc::sa_family_t,
+                    sin_port: v4.port().to_be(),
+                    sin_addr: libc::in_addr {
+                        s_addr: u32::from_ne_bytes(v4.ip().octets()),
+                    },
+                    sin_zero: [0; 8],
+                };
+                // SAFETY: sockaddr_in fits in sockaddr_in6.
+                unsafe {
+                    std::ptr::write(&mut storage as *mut _ as *mut libc::sockaddr_in, sin);
+                }
+                std::mem::size_of::<libc::sockaddr_in>()
+            }
+            SocketAddr::V6(v6) => {
+                storage.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+                storage.sin6_port = v6.port().to_be();
+                storage.sin6_addr.s6_addr = v6.ip().octets();
+                storage.sin6_flowinfo = v6.flowinfo();
+                storage.sin6_scope_id = v6.scope_id();
+                std::mem::size_of::<libc::sockaddr_in6>()
+            }
+        };
+        Self {
+            storage,
+            len: len as libc::socklen_t,
+        }
+    }
+}
+
+/// Decodes the source address the kernel wrote into a multishot RecvMsg buffer.
+fn parse_name(name: &[u8]) -> Option<SocketAddr> {
+    if name.len() < 2 {
+        return None;
+    }
+    let family = u16::from_ne_bytes([name[0], name[1]]) as i32;
+    if family == libc::AF_INET && name.len() >= 8 {
+        let port = u16::from_be_bytes([name[2], name[3]]);
+        let ip = Ipv4Addr::new(name[4], name[5], name[6], name[7]);
+        Some(SocketAddr::V4(SocketAddrV4::new(ip, port)))
+    } else if family == libc::AF_INET6 && name.len() >= 24 {
+        let port = u16::from_be_bytes([name[2], name[3]]);
+        let mut o = [0u8; 16];
+        o.copy_from_slice(&name[8..24]);
+        Some(SocketAddr::V6(SocketAddrV6::new(
+            Ipv6Addr::from(o),
+            port,
+            0,
+            0,
+        )))
+    } else {
+        None
+    }
+}
+
+/// Memory for one in-flight SendMsg; must not move while the kernel may read it.
+struct SendSlot {
+    hdr: libc::msghdr,
+    iov: [libc::iovec; 2],
+    addr: RawAddr,
+    head: [u8; 16],
+    pkt: Option<Bytes>,
+}
+
+struct Session {
+    id: SessionId,
+    gen: u32,
+    stream: StreamId,
+    role: Role,
+    socket: UdpSocket,
+    peer: Option<SocketAddr>,
+    peer_raw: Option<RawAddr>,
+    rewriter: Rewriter,
+    counters: SessionCounters,
+    /// Highest sequence seen per payload type (publishers, for loss counting).
+    highest: [(u8, u16, bool); 4],
+    payload_types: [Option<u8>; 4],
+    active: bool,
+    closing: bool,
+    recv_armed: bool,
+}
+
+#[derive(Default)]
+struct LocalStream {
+    publisher: Option<usize>,
+    players: Vec<usize>,
+    /// Other shards with players of this stream (only meaningful on the publisher's shard).
+    routes: Vec<usize>,
+    publisher_shard: Option<usize>,
+    keyframes: Option<KeyframeCoalescer>,
+    /// Source SSRC of the most recent video-like track, for PLI when a player joins.
+    last_ssrc: Option<u32>,
+}
+
+impl LocalStream {
+    fn is_empty(&self) -> bool {
+        self.publisher.is_none()
+            && self.players.is_empty()
+            && self.routes.is_empty()
+            && self.publisher_shard.is_none()
+    }
+}
+
+pub(crate) struct Shard {
+    // Field order matters: the ring must drop before the buffer memory it points into.
+    ring: IoUring,
+    bufs: BufRing,
+    recv_hdr: Box<libc::msghdr>,
+    wake_buf: Box<u64>,
+    slots: Box<[SendSlot]>,
+    free_slots: Vec<u32>,
+    me: usize,
+    cfg: ShardConfig,
+    mesh: Arc<Mesh>,
+    cmds: Receiver<Command>,
+    events: Sender<Event>,
+    sessions: Vec<Option<Session>>,
+    free_sessions: Vec<usize>,
+    by_id: HashMap<SessionId, usize>,
+    streams: HashMap<StreamId, LocalStream>,
+    arena: PacketArena,
+    counters: ShardCounters,
+    cqes: Vec<(u64, i32, u32)>,
+    deferred: Vec<(u64, i32, u32)>,
+    wake_pending: Vec<bool>,
+    next_gen: u32,
+    shutdown: bool,
+}
+
+impl Shard {
+    pub(crate) fn new(
+        me: usize,
+        cfg: ShardConfig,
+        mesh: Arc<Mesh>,
+        cmds: Receiver<Command>,
+        events: Sender<Event>,
+    ) -> std::io::Result<Self> {
+        let ring = IoUring::builder()
+            .setup_cqsize(cfg.sq_entries * 8)
+            .build(cfg.sq_entries)?;
+        let bufs = BufRing::new(&ring, cfg.recv_buffers, cfg.recv_buffer_size, BGID)?;
+        // SAFETY: all-zero msghdr is valid; only the name length matters for multishot.
+        let mut recv_hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        recv_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        let slots = (0..cfg.send_slots)
+            .map(|_| SendSlot {
+                // SAFETY: zeroed C structs are valid placeholders, filled before each use.
+                hdr: unsafe { std::mem::zeroed() },
+                iov: unsafe { std::mem::zeroed() },
+                addr: RawAddr::new(SocketAddr::from(([0, 0, 0, 0], 0))),
+                head: [0; 16],
+                pkt: None,
+            })
+            .collect::<Vec<_>>()
+            .into_boxed_slice();
+        let free_slots = (0..cfg.send_slots as u32).rev().collect();
+        let n = mesh.shards();
+        let mut shard = Self {
+            ring,
+            bufs,
+            recv_hdr,
+            wake_buf: Box::new(0),
+            slots,
+            free_slots,
+            me,
+            arena: PacketArena::new(cfg.arena_chunk, 8, 64),
+            cfg,
+            mesh,
+            cmds,
+            events,
+            sessions: Vec::new(),
+            free_sessions: Vec::new(),
+            by_id: HashMap::new(),
+            streams: HashMap::new(),
+            counters: ShardCounters::default(),
+            cqes: Vec::with_capacity(8192),
+            deferred: Vec::with_capacity(8192),
+            wake_pending: vec![false; n],
+            next_gen: 1,
+            shutdown: false,
+        };
+        shard.arm_wake();
+        Ok(shard)
+    }
+
+    fn push_sqe(&mut self, e: squeue::Entry) {
+        loop {
+            // SAFETY: every SQE we build points into memory owned by the shard (slots,
+            // recv_hdr, wake_buf) that outlives the request.
+            if unsafe { self.ring.submission().push(&e) }.is_ok() {
+                return;
+            }
+            if let Err(err) = self.ring.submit() {
+                tracing::warn!(shard = self.me, %err, "io_uring submit failed");
+            }
+        }
+    }
+
+    fn arm_wake(&mut self) {
+        let fd = self.mesh.wakers[self.me].fd();
+        let e = opcode::Read::new(types::Fd(fd), &mut *self.wake_buf as *mut u64 as *mut u8, 8)
+            .build()
+            .user_data(ud(KIND_WAKE, 0, 0));
+        self.push_sqe(e);
+    }
+
+    fn arm_recv(&mut self, idx: usize) {
+        let Some(s) = self.sessions[idx].as_mut() else {
+            return;
+        };
+        s.recv_armed = true;
+        let e = opcode::RecvMsgMulti::new(
+            types::Fd(s.socket.as_raw_fd()),
+            &*self.recv_hdr as *const libc::msghdr,
+            BGID,
+        )
+        .build()
+        .user_data(ud(KIND_RECV, s.gen, idx));
+        self.push_sqe(e);
+    }
+
+    /// The loop: commands, inbound hops, completions; park in the kernel when idle.
+    pub(crate) fn run(mut self) {
+        let idle_wait = types::Timespec::new().nsec(100_000_000);
+        while !self.shutdown {
+            let mut work = self.drain_commands();
+            work |= self.drain_hops();
+            work |= self.process_completions();
+            self.flush_wakes();
+            if work {
+                if let Err(err) = self.ring.submit() {
+                    tracing::warn!(shard = self.me, %err, "io_uring submit failed");
+                }
+                continue;
+            }
+            let waker = &self.mesh.wakers[self.me];
+            waker.park();
+            if !self.cmds.is_empty() || self.mesh.has_inbound(self.me) {
+                waker.unpark();
+                continue;
+            }
+            let args = types::SubmitArgs::new().timespec(&idle_wait);
+            match self.ring.submitter().submit_with_args(1, &args) {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME) | Some(libc::EINTR)) => {}
+                Err(err) => tracing::warn!(shard = self.me, %err, "io_uring wait failed"),
+            }
+            self.mesh.wakers[self.me].unpark();
+        }
+        tracing::info!(shard = self.me, "shard stopped");
+    }
+
+    fn flush_wakes(&mut self) {
+        for d in 0..self.wake_pending.len() {
+            if self.wake_pending[d] {
+                self.wake_pending[d] = false;
+                self.mesh.wakers[d].wake_if_parked();
+            }
+        }
+    }
+
+    fn drain_commands(&mut self) -> bool {
+        let mut work = false;
+        while let Ok(cmd) = self.cmds.try_recv() {
+            work = true;
+            self.handle_command(cmd);
+        }
+        work
+    }
+
+    fn drain_hops(&mut self) -> bool {
+        // A hop was pushed after the commands that set up its players (control sends those
+        // before answering the REST call that led to the packet), so read commands first.
+        let mut work = self.mesh.has_inbound(self.me) && self.drain_commands();
+        for from in 0..self.mesh.shards() {
+            for _ in 0..HOP_BUDGET {
+                let Some(hop) = self.mesh.pop(from, self.me) else {
+                    break;
+                };
+                work = true;
+                self.handle_hop(hop);
+            }
+        }
+        work
+    }
+
+    fn handle_hop(&mut self, hop: Hop) {
+        match hop {
+            Hop::Media { stream, pkt } => {
+                if let Ok(h) = rtp::parse_rtp(&pkt) {
+                    self.fanout_local(stream, &pkt, &h);
+                }
+            }
+            Hop::Keyframe { stream } => self.request_keyframe(stream, None),
+            Hop::Nack {
+                stream,
+                ssrc,
+                pid,
+                blp,
+            } => self.send_nack(stream, ssrc, pid, blp),
+        }
+    }
+
+    fn process_completions(&mut self) -> bool {
+        let mut any = false;
+        loop {
+            std::mem::swap(&mut self.cqes, &mut self.deferred);
+            {
+                let mut cq = self.ring.completion();
+                cq.sync();
+                for cqe in &mut cq {
+                    self.cqes.push((cqe.user_data(), cqe.result(), cqe.flags()));
+                }
+            }
+            if self.cqes.is_empty() {
+                return any;
+            }
+            // Datagrams in this batch may have been sent in reaction to a REST reply; the
+            // commands control queued before that reply must take effect first.
+            self.drain_commands();
+            any = true;
+            let batch = std::mem::take(&mut self.cqes);
+            for &(u, res, flags) in &batch {
+                self.handle_cqe(u, res, flags);
+            }
+            self.cqes = batch;
+            self.cqes.clear();
+            if self.deferred.is_empty() {
+                // One more pass only if the kernel produced more meanwhile.
+                if self.ring.completion().is_empty() {
+                    return any;
+                }
+            }
+        }
+    }
+
+    /// Frees send slots from completions without handling receives (those are deferred), so a
+    /// burst of fan-out can recycle slots mid-way.
+    fn reap_sends(&mut self) {
+        if let Err(err) = self.ring.submit() {
+            tracing::warn!(shard = self.me, %err, "io_uring submit failed");
+        }
+        let mut cq = self.ring.completion();
+        cq.sync();
+        let mut freed = Vec::new();
+        std::mem::swap(&mut freed, &mut self.cqes);
+        for cqe in &mut cq {
+            let (kind, _, idx) = ud_parts(cqe.user_data());
+            if kind == KIND_SEND {
+                freed.push((idx as u64, cqe.result(), 0));
+            } else {
+                self.deferred
+                    .push((cqe.user_data(), cqe.result(), cqe.flags()));
+            }
+        }
+        drop(cq);
+        for &(idx, res, _) in &freed {
+            self.finish_send(idx as usize, res);
+        }
+        freed.clear();
+        self.cqes = freed;
+    }
+
+    fn finish_send(&mut self, idx: usize, res: i32) {
+        self.slots[idx].pkt = None;
+        self.free_slots.push(idx as u32);
+        if res < 0 {
+            self.counters.send_errors += 1;
+        }
+    }
+
+    fn handle_cqe(&mut self, u: u64, res: i32, flags: u32) {
+        let (kind, gen, idx) = ud_parts(u);
+        match kind {
+            KIND_SEND => self.finish_send(idx, res),
+            KIND_WAKE => self.arm_wake(),
+            KIND_RECV => self.handle_recv(gen, idx, res, flags),
+            KIND_CANCEL => {}
+            _ => {}
+        }
+    }
+
+    fn handle_recv(&mut self, gen: u32, idx: usize, res: i32, flags: u32) {
+        let bid = cqueue::buffer_select(flags);
+        if res >= 0 {
+            if let Some(bid) = bid {
+                // SAFETY: bid comes from this completion and is recycled below.
+                let buf = unsafe { self.bufs.get(bid, res as usize) };
+                let live =
+                    matches!(&self.sessions.get(idx), Some(Some(s)) if s.gen == gen && !s.closing);
+                if live {
+                    if let Ok(out) = types::RecvMsgOut::parse(buf, &self.recv_hdr) {
+                        if out.is_payload_truncated() {
+                            self.counters.dropped_malformed += 1;
+                        } else {
+                            let src = parse_name(out.name_data());
+                            self.handle_datagram(idx, src, out.payload_data());
+                        }
+                    }
+                }
+                self.bufs.recycle(bid);
+            }
+        }
+        if !cqueue::more(flags) {
+            let Some(Some(s)) = self.sessions.get_mut(idx) else {
+                return;
+            };
+            if s.gen != gen {
+                return;
+            }
+            s.recv_armed = false;
+            if s.closing {
+                self.finalize(idx);
+            } else {
+                // ENOBUFS (pool momentarily empty) or a transient error ends multishot.
+                self.counters.recv_rearms += 1;
+                self.arm_recv(idx);
+            }
+        }
+    }
+
+    fn handle_datagram(&mut self, idx: usize, src: Option<SocketAddr>, data: &[u8]) {
+        self.counters.packets_in += 1;
+        self.counters.bytes_in += data.len() as u64;
+        let s = self.sessions[idx].as_mut().expect("live session");
+        let Some(src) = src else {
+            self.counters.dropped_unknown_source += 1;
+            return;
+        };
+        match s.peer {
+            Some(p) if p == src => {}
+            None if s.role == Role::Publisher
+                && !rtp::is_rtcp(data)
+                && rtp::parse_rtp(data).is_ok() =>
+            {
+                // Comedia: the first valid RTP packet decides who the publisher is.
+                s.peer = Some(src);
+                s.peer_raw = Some(RawAddr::new(src));
+            }
+            _ => {
+                self.counters.dropped_unknown_source += 1;
+                s.counters.dropped += 1;
+                return;
+            }
+        }
+        s.counters.packets_in += 1;
+        s.counters.bytes_in += data.len() as u64;
+        if rtp::is_rtcp(data) {
+            if rtp::validate_rtcp(data).is_err() {
+                self.counters.dropped_malformed += 1;
+                s.counters.dropped += 1;
+                return;
+            }
+            s.counters.rtcp_in += 1;
+            if s.role == Role::Player {
+                self.handle_player_rtcp(idx, data);
+            }
+            return;
+        }
+        if s.role == Role::Player {
+            // Players only send RTCP.
+            self.counters.dropped_malformed += 1;
+            s.counters.dropped += 1;
+            return;
+        }
+        let h = match rtp::parse_rtp(data) {
+            Ok(h) => h,
+            Err(_) => {
+                self.counters.dropped_malformed += 1;
+                s.counters.dropped += 1;
+                return;
+            }
+        };
+        track_loss(s, &h);
+        let stream = s.stream;
+        if !s.active {
+            s.active = true;
+            let _ = self.events.send(Event::Status {
+                id: s.id,
+                status: Status::Publishing,
+                info: String::new(),
+                remote: s.peer,
+            });
+        }
+        if let Some(ls) = self.streams.get_mut(&stream) {
+            ls.last_ssrc = Some(h.ssrc);
+        }
+        let pkt = self.arena.copy(data);
+        self.counters.arena_grows = self.arena.grows;
+        self.fanout_local(stream, &pkt, &h);
+        self.fanout_remote(stream, &pkt);
+    }
+
+    fn fanout_remote(&mut self, stream: StreamId, pkt: &Bytes) {
+        let Some(ls) = self.streams.get(&stream) else {
+            return;
+        };
+        for &d in &ls.routes {
+            let hop = Hop::Media {
+                stream,
+                pkt: pkt.clone(),
+            };
+            if self.mesh.push(self.me, d, hop).is_err() {
+                self.counters.dropped_ring_full += 1;
+            } else {
+                self.wake_pending[d] = true;
+            }
+        }
+    }
+
+    fn fanout_local(&mut self, stream: StreamId, pkt: &Bytes, h: &rtp::RtpHeader) {
+        let Some(ls) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        if ls.players.is_empty() {
+            return;
+        }
+        let players = std::mem::take(&mut ls.players);
+        for &p in &players {
+            self.send_media(p, pkt, h);
+        }
+        if let Some(ls) = self.streams.get_mut(&stream) {
+            ls.players = players;
+        }
+    }
+
+    fn alloc_slot(&mut self) -> Option<usize> {
+        if self.free_slots.is_empty() {
+            self.reap_sends();
+        }
+        self.free_slots.pop().map(|i| i as usize)
+    }
+
+    fn send_media(&mut self, p: usize, pkt: &Bytes, h: &rtp::RtpHeader) {
+        let Some(slot) = self.alloc_slot() else {
+            self.counters.dropped_no_send_slot += 1;
+            if let Some(s) = self.sessions[p].as_mut() {
+                s.counters.lost += 1;
+            }
+            return;
+        };
+        let Some(s) = self.sessions[p].as_mut() else {
+            self.free_slots.push(slot as u32);
+            return;
+        };
+        let (Some(raw), Some(rw)) = (
+            s.peer_raw,
+            s.rewriter
+                .rewrite(h.payload_type, h.seq, h.timestamp, h.ssrc),
+        ) else {
+            s.counters.dropped += 1;
+            self.free_slots.push(slot as u32);
+            return;
+        };
+        if let Some(free) = s
+            .payload_types
+            .iter_mut()
+            .find(|x| x.is_none() || **x == Some(h.payload_type))
+        {
+            *free = Some(h.payload_type);
+        }
+        s.counters.packets_out += 1;
+        s.counters.bytes_out += pkt.len() as u64;
+        self.counters.packets_out += 1;
+        self.counters.bytes_out += pkt.len() as u64;
+        let first = !s.active;
+        s.active = true;
+        let fd = s.socket.as_raw_fd();
+        let (id, remote) = (s.id, s.peer);
+        let sl = &mut self.slots[slot];
+        let mut head = [0u8; 12];
+        rtp::write_rewritten_header(pkt, rw.seq, rw.timestamp, rw.ssrc, &mut head);
+        sl.head[..12].copy_from_slice(&head);
+        sl.addr = raw;
+        sl.iov[0] = libc::iovec {
+            iov_base: sl.head.as_mut_ptr() as *mut libc::c_void,
+            iov_len: 12,
+        };
+        sl.iov[1] = libc::iovec {
+            iov_base: pkt[12..].as_ptr() as *mut libc::c_void,
+            iov_len: pkt.len() - 12,
+        };
+        sl.hdr.msg_name = &mut sl.addr.storage as *mut _ as *mut libc::c_void;
+        sl.hdr.msg_namelen = sl.addr.len;
+        sl.hdr.msg_iov = sl.iov.as_mut_ptr();
+        sl.hdr.msg_iovlen = 2;
+        sl.pkt = Some(pkt.clone());
+        let e = opcode::SendMsg::new(types::Fd(fd), &sl.hdr as *const libc::msghdr)
+            .build()
+            .user_data(ud(KIND_SEND, 0, slot));
+        self.push_sqe(e);
+        if first {
+            let _ = self.events.send(Event::Status {
+                id,
+                status: Status::Playing,
+                info: String::new(),
+                remote,
+            });
+        }
+    }
+
+    /// Sends a small control packet (PLI/NACK) from session `idx` to its peer.
+    fn send_control(&mut self, idx: usize, bytes: &[u8]) {
+        let Some(slot) = self.alloc_slot() else {
+            self.counters.dropped_no_send_slot += 1;
+            return;
+        };
+        let Some(s) = self.sessions[idx].as_ref() else {
+            self.free_slots.push(slot as u32);
+            return;
+        };
+        let Some(raw) = s.peer_raw else {
+            self.free_slots.push(slot as u32);
+            return;
+        };
+        let fd = s.socket.as_raw_fd();
+        let sl = &mut self.slots[slot];
+        let n = bytes.len().min(16);
+        sl.head[..n].copy_from_slice(&bytes[..n]);
+        sl.addr = raw;
+        sl.iov[0] = libc::iovec {
+            iov_base: sl.head.as_mut_ptr() as *mut libc::c_void,
+            iov_len: n,
+        };
+        sl.hdr.msg_name = &mut sl.addr.storage as *mut _ as *mut libc::c_void;
+        sl.hdr.msg_namelen = sl.addr.len;
+        sl.hdr.msg_iov = sl.iov.as_mut_ptr();
+        sl.hdr.msg_iovlen = 1;
+        sl.pkt = None;
+        let e = opcode::SendMsg::new(types::Fd(fd), &sl.hdr as *const libc::msghdr)
+            .build()
+            .user_data(ud(KIND_SEND, 0, slot));
+        self.push_sqe(e);
+    }
+
+    fn handle_player_rtcp(&mut self, idx: usize, data: &[u8]) {
+        let s = self.sessions[idx].as_mut().expect("live session");
+        let stream = s.stream;
+        let mut keyframe = false;
+        let mut nacks: [(u32, u16, u16); 8] = [(0, 0, 0); 8];
+        let mut n_nacks = 0;
+        let rewriter = &s.rewriter;
+        let counters = &mut s.counters;
+        feedback::for_each_feedback(data, |f| match f {
+            Feedback::Keyframe { .. } => {
+                counters.pli_in += 1;
+                keyframe = true;
+            }
+            Feedback::Nack {
+                media_ssrc,
+                pid,
+                blp,
+            } => {
+                counters.nack_in += 1;
+                if let Some((src, spid)) = rewriter.to_source(media_ssrc, pid) {
+                    if n_nacks < nacks.len() {
+                        nacks[n_nacks] = (src, spid, blp);
+                        n_nacks += 1;
+                    }
+                }
+            }
+        });
+        if keyframe {
+            self.route_keyframe(stream);
+        }
+        for &(ssrc, pid, blp) in &nacks[..n_nacks] {
+            match self.streams.get(&stream).and_then(|l| l.publisher_shard) {
+                Some(d) if d != self.me => {
+                    if self
+                        .mesh
+                        .push(
+                            self.me,
+                            d,
+                            Hop::Nack {
+                                stream,
+                                ssrc,
+                                pid,
+                                blp,
+                            },
+                        )
+                        .is_ok()
+                    {
+                        self.wake_pending[d] = true;
+                    }
+                }
+                _ => self.send_nack(stream, ssrc, pid, blp),
+            }
+        }
+    }
+
+    /// Sends a keyframe request towards the publisher of `stream`, wherever it is.
+    fn route_keyframe(&mut self, stream: StreamId) {
+        match self.streams.get(&stream).and_then(|l| l.publisher_shard) {
+            Some(d) if d != self.me => {
+                if self.mesh.push(self.me, d, Hop::Keyframe { stream }).is_ok() {
+                    self.wake_pending[d] = true;
+                }
+            }
+            _ => self.request_keyframe(stream, None),
+        }
+    }
+
+    fn request_keyframe(&mut self, stream: StreamId, ssrc: Option<u32>) {
+        let now = Instant::now();
+        let interval = self.cfg.keyframe_interval;
+        let Some(ls) = self.streams.get_mut(&stream) else {
+            return;
+        };
+        let (Some(p), Some(target)) = (ls.publisher, ssrc.or(ls.last_ssrc)) else {
+            return;
+        };
+        let kf = ls
+            .keyframes
+            .get_or_insert_with(|| KeyframeCoalescer::new(interval));
+        if kf.request(now) {
+            self.counters.keyframe_requests_sent += 1;
+            self.send_control(p, &feedback::build_pli(target));
+        } else {
+            self.counters.keyframe_requests_coalesced += 1;
+        }
+    }
+
+    fn send_nack(&mut self, stream: StreamId, ssrc: u32, pid: u16, blp: u16) {
+        if let Some(p) = self.streams.get(&stream).and_then(|l| l.publisher) {
+            self.send_control(p, &feedback::build_nack(ssrc, pid, blp));
+        }
+    }
+
+    fn handle_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::AddSession(ns) => self.add_session(ns),
+            Command::SetRoutes { stream, shards } => {
+                let me = self.me;
+                let ls = self.streams.entry(stream).or_default();
+                ls.routes = shards.into_iter().filter(|&s| s != me).collect();
+                self.gc_stream(stream);
+            }
+            Command::SetPublisherShard { stream, shard } => {
+                self.streams.entry(stream).or_default().publisher_shard = shard;
+                self.gc_stream(stream);
+            }
+            Command::Terminate { id, info } => self.terminate(id, info),
+            Command::Stats { reply } => {
+                let _ = reply.send(self.stats());
+            }
+            Command::Shutdown => self.shutdown = true,
+        }
+    }
+
+    fn add_session(&mut self, ns: NewSession) {
+        if let Err(err) = ns.socket.set_nonblocking(true) {
+            tracing::warn!(shard = self.me, %err, "set_nonblocking failed");
+        }
+        let gen = self.next_gen;
+        self.next_gen = self.next_gen.wrapping_add(1) & 0xff_ffff;
+        let seed = (ns.id as u32) ^ ((ns.id >> 32) as u32) ^ 0xa5a5_5a5a;
+        let session = Session {
+            id: ns.id,
+            gen,
+            stream: ns.stream,
+            role: ns.role,
+            socket: ns.socket,
+            peer: ns.peer,
+            peer_raw: ns.peer.map(RawAddr::new),
+            rewriter: Rewriter::new(seed),
+            counters: SessionCounters::default(),
+            highest: [(0, 0, false); 4],
+            payload_types: [None; 4],
+            active: false,
+            closing: false,
+            recv_armed: false,
+        };
+        let idx = match self.free_sessions.pop() {
+            Some(i) => {
+                self.sessions[i] = Some(session);
+                i
+            }
+            None => {
+                self.sessions.push(Some(session));
+                self.sessions.len() - 1
+            }
+        };
+        self.by_id.insert(ns.id, idx);
+        let me = self.me;
+        let ls = self.streams.entry(ns.stream).or_default();
+        match ns.role {
+            Role::Publisher => {
+                ls.publisher = Some(idx);
+                ls.publisher_shard = Some(me);
+                ls.last_ssrc = None;
+            }
+            Role::Player => ls.players.push(idx),
+        }
+        self.arm_recv(idx);
+        if ns.role == Role::Player {
+            // A joining player needs a keyframe to start decoding.
+            self.route_keyframe(ns.stream);
+        }
+        tracing::debug!(shard = self.me, id = ns.id, role = ?ns.role, "session added");
+    }
+
+    fn terminate(&mut self, id: SessionId, info: String) {
+        let Some(&idx) = self.by_id.get(&id) else {
+            return;
+        };
+        let Some(s) = self.sessions[idx].as_mut() else {
+            return;
+        };
+        if s.closing {
+            return;
+        }
+        s.closing = true;
+        let (stream, role, gen, armed, remote) = (s.stream, s.role, s.gen, s.recv_armed, s.peer);
+        if let Some(ls) = self.streams.get_mut(&stream) {
+            match role {
+                Role::Publisher => {
+                    if ls.publisher == Some(idx) {
+                        ls.publisher = None;
+                    }
+                }
+                Role::Player => ls.players.retain(|&p| p != idx),
+            }
+        }
+        let _ = self.events.send(Event::Status {
+            id,
+            status: Status::Stopped,
+            info,
+            remote,
+        });
+        if armed {
+            let e = opcode::AsyncCancel::new(ud(KIND_RECV, gen, idx))
+                .build()
+                .user_data(ud(KIND_CANCEL, 0, 0));
+            self.push_sqe(e);
+        } else {
+            self.finalize(idx);
+        }
+        self.gc_stream(stream);
+    }
+
+    /// Releases a stopped session's socket and slot once the kernel no longer references it.
+    fn finalize(&mut self, idx: usize) {
+        if let Some(s) = self.sessions[idx].take() {
+            self.by_id.remove(&s.id);
+            self.free_sessions.push(idx);
+            let _ = self.events.send(Event::Removed { id: s.id });
+            tracing::debug!(shard = self.me, id = s.id, "session removed");
+        }
+    }
+
+    fn gc_stream(&mut self, stream: StreamId) {
+        if self.streams.get(&stream).is_some_and(|l| l.is_empty()) {
+            self.streams.remove(&stream);
+        }
+    }
+
+    fn stats(&self) -> ShardStats {
+        let sessions = self
+            .sessions
+            .iter()
+            .flatten()
+            .filter(|s| !s.closing)
+            .map(|s| SessionStats {
+                id: s.id,
+                stream: s.stream,
+                role: s.role,
+                remote: s.peer,
+                counters: s.counters,
+                payload_types: s.payload_types.iter().flatten().copied().collect(),
+            })
+            .collect();
+        ShardStats {
+            shard: self.me,
+            counters: self.counters,
+            sessions,
+        }
+    }
+}
+
+fn track_loss(s: &mut Session, h: &rtp::RtpHeader) {
+    if let Some(free) = s
+        .payload_types
+        .iter_mut()
+        .find(|x| x.is_none() || **x == Some(h.payload_type))
+    {
+        *free = Some(h.payload_type);
+    }
+    let Some(slot) = s
+        .highest
+        .iter_mut()
+        .find(|(pt, _, used)| !*used || *pt == h.payload_type)
+    else {
+        return;
+    };
+    if !slot.2 {
+        *slot = (h.payload_type, h.seq, true);
+        return;
+    }
+    let delta = h.seq.wrapping_sub(slot.1) as i16;
+    if delta > 0 {
+        if delta > 1 && delta < 3000 {
+            s.counters.lost += (delta - 1) as u64;
+        }
+        slot.1 = h.seq;
+    }
+}
