@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 
 pub const DEFAULT_TOML: &str = include_str!("default.toml");
 
@@ -9,7 +10,31 @@ pub const DEFAULT_TOML: &str = include_str!("default.toml");
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub http: HttpConfig,
+    pub https: HttpsConfig,
     pub media: MediaConfig,
+    pub apps: Vec<AppConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpsConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    #[serde(default)]
+    pub cert: Option<PathBuf>,
+    #[serde(default)]
+    pub key: Option<PathBuf>,
+    pub auto_cert_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AppConfig {
+    pub key: String,
+    #[serde(default)]
+    pub url: String,
+    #[serde(default)]
+    pub methods: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -75,6 +100,8 @@ impl Config {
         c.media.bind = "127.0.0.1".parse().unwrap();
         c.media.shards = shards;
         c.media.pin_cores = false;
+        c.https.enabled = false;
+        c.https.listen = "127.0.0.1:0".parse().unwrap();
         c
     }
 }

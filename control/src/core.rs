@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use engine::{Command, Engine, EngineConfig, Event, NewSession, Role, SessionId, Status, StreamId};
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::apps::Apps;
 use crate::config::Config;
 use crate::registry::{Counters, CreateError, Filter, Registry, SessionRecord, Topology};
 
@@ -101,6 +102,7 @@ pub fn now_ms() -> u64 {
 
 pub struct Core {
     pub cfg: Config,
+    pub apps: Mutex<Apps>,
     engine: Engine,
     reg: Mutex<Registry>,
     ports: Mutex<PortAllocator>,
@@ -122,6 +124,7 @@ pub struct StatusChange {
 
 impl Core {
     pub fn start(cfg: Config) -> std::io::Result<Arc<Core>> {
+        let apps = Apps::from_config(&cfg.apps).map_err(std::io::Error::other)?;
         let engine = Engine::start(EngineConfig {
             shards: cfg.media.shards,
             pin: cfg.media.pin_cores,
@@ -129,6 +132,7 @@ impl Core {
         })?;
         let events = engine.events().clone();
         let core = Arc::new(Core {
+            apps: Mutex::new(apps),
             reg: Mutex::new(Registry::new(
                 cfg.media.max_sessions,
                 cfg.media.max_players_per_stream,
@@ -181,6 +185,12 @@ impl Core {
             return Err(ApiError::new(
                 400,
                 "field `name`: must be 1..=256 characters",
+            ));
+        }
+        if self.apps.lock().unwrap().get(&req.app_key).is_none() {
+            return Err(ApiError::new(
+                400,
+                format!("field `appKey`: app `{}` not found", req.app_key),
             ));
         }
         let n = self.shard_count();

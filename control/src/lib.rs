@@ -1,9 +1,13 @@
 //! Control plane: configuration, session registry, REST API, and the glue to the engine.
 
+pub mod apps;
+pub mod cli;
 pub mod config;
 pub mod core;
+pub mod metrics;
 pub mod registry;
 pub mod server;
+pub mod tls;
 
 pub use config::Config;
 pub use server::Server;

@@ -78,6 +78,26 @@ struct PlayBody {
     shard: Option<usize>,
 }
 
+enum AppEdit {
+    Add,
+    Update,
+    AddMethod,
+    RemoveMethod,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AppBody {
+    key: String,
+    #[serde(default)]
+    url: Option<String>,
+    #[serde(default)]
+    method: Option<String>,
+}
+
+/// The OpenAPI description of every route, served at /openapi.json.
+pub const OPENAPI: &str = include_str!("../openapi.json");
+
 pub struct Api {
     pub core: Arc<Core>,
 }
@@ -121,6 +141,24 @@ impl Api {
             (&Method::POST, "/rest-api/stream/find") => self.find(&body, false).await,
             (&Method::POST, "/rest-api/stream/terminate") => self.terminate(&body),
             (&Method::GET, "/health") => Ok(json_resp(200, &json!({"status": "ok"}))),
+            (&Method::GET, "/metrics") => self.metrics().await,
+            (&Method::GET, "/openapi.json") => {
+                let mut r = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())));
+                r.headers_mut()
+                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+                Ok(r)
+            }
+            (&Method::POST, "/rest-api/admin/apps/find_all") => Ok(self.apps_list()),
+            (&Method::POST, "/rest-api/admin/apps/add") => self.apps_edit(&body, AppEdit::Add),
+            (&Method::POST, "/rest-api/admin/apps/update") => {
+                self.apps_edit(&body, AppEdit::Update)
+            }
+            (&Method::POST, "/rest-api/admin/apps/add_rest_method") => {
+                self.apps_edit(&body, AppEdit::AddMethod)
+            }
+            (&Method::POST, "/rest-api/admin/apps/remove_rest_method") => {
+                self.apps_edit(&body, AppEdit::RemoveMethod)
+            }
             (_, p) if ROUTES.iter().any(|(_, rp)| *rp == p) => Err(ApiError::new(
                 405,
                 format!("method {method} not allowed on {p}"),
@@ -128,6 +166,52 @@ impl Api {
             _ => Err(ApiError::new(404, format!("no route {method} {path}"))),
         };
         r.unwrap_or_else(err_resp)
+    }
+
+    async fn metrics(&self) -> Result<Resp, ApiError> {
+        let core = self.core.clone();
+        let text = tokio::task::spawn_blocking(move || {
+            crate::metrics::render(
+                &core.live(),
+                &core.registry_per_shard(),
+                core.stopping_count(),
+            )
+        })
+        .await
+        .map_err(|e| ApiError::new(500, format!("metrics: {e}")))?;
+        let mut r = Response::new(Full::new(Bytes::from(text)));
+        r.headers_mut().insert(
+            CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+        );
+        Ok(r)
+    }
+
+    fn apps_list(&self) -> Resp {
+        json_resp(200, &json!(self.core.apps.lock().unwrap().list()))
+    }
+
+    fn apps_edit(&self, body: &[u8], op: AppEdit) -> Result<Resp, ApiError> {
+        let b: AppBody = parse_json(body)?;
+        let need = |f: Option<String>, name: &str| {
+            f.ok_or_else(|| ApiError::new(400, format!("field `{name}`: required")))
+        };
+        let mut apps = self.core.apps.lock().unwrap();
+        let r = match op {
+            AppEdit::Add => apps.add(&b.key, &b.url.unwrap_or_default()),
+            AppEdit::Update => apps.update_url(&b.key, &need(b.url, "url")?),
+            AppEdit::AddMethod => apps.add_method(&b.key, &need(b.method, "method")?),
+            AppEdit::RemoveMethod => apps.remove_method(&b.key, &need(b.method, "method")?),
+        };
+        match r {
+            Ok(app) => {
+                tracing::info!(app = %app.key, url = %app.url, methods = ?app.methods, "app changed");
+                Ok(json_resp(200, &json!(app)))
+            }
+            Err(e) if e.contains("not found") => Err(ApiError::new(404, e)),
+            Err(e) if e.contains("already exists") => Err(ApiError::new(409, e)),
+            Err(e) => Err(ApiError::new(400, e)),
+        }
     }
 
     fn publish(&self, body: &[u8]) -> Result<Resp, ApiError> {
@@ -233,13 +317,22 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/rest-api/stream/find"),
     ("POST", "/rest-api/stream/terminate"),
     ("GET", "/health"),
+    ("GET", "/metrics"),
+    ("GET", "/openapi.json"),
+    ("POST", "/rest-api/admin/apps/find_all"),
+    ("POST", "/rest-api/admin/apps/add"),
+    ("POST", "/rest-api/admin/apps/update"),
+    ("POST", "/rest-api/admin/apps/add_rest_method"),
+    ("POST", "/rest-api/admin/apps/remove_rest_method"),
 ];
 
 /// A running server (engine + REST). Dropping it shuts everything down.
 pub struct Server {
     pub core: Arc<Core>,
     pub http_addr: SocketAddr,
-    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    /// The HTTPS address and the certificate file it serves, when enabled.
+    pub https: Option<(SocketAddr, std::path::PathBuf)>,
+    shutdown: Option<tokio::sync::watch::Sender<bool>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -252,7 +345,17 @@ impl Server {
             .set_nonblocking(true)
             .map_err(|e| e.to_string())?;
         let http_addr = std_listener.local_addr().map_err(|e| e.to_string())?;
-        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut https = None;
+        let mut tls_listener = None;
+        if cfg.https.enabled {
+            let (sc, cert) = crate::tls::server_config(&cfg.https)?;
+            let l = std::net::TcpListener::bind(cfg.https.listen)
+                .map_err(|e| format!("https listen on {}: {e}", cfg.https.listen))?;
+            l.set_nonblocking(true).map_err(|e| e.to_string())?;
+            https = Some((l.local_addr().map_err(|e| e.to_string())?, cert));
+            tls_listener = Some((l, tokio_rustls::TlsAcceptor::from(sc)));
+        }
+        let (tx, rx) = tokio::sync::watch::channel(false);
         let api = Arc::new(Api { core: core.clone() });
         let thread = std::thread::Builder::new()
             .name("control".into())
@@ -264,13 +367,22 @@ impl Server {
                 rt.block_on(async move {
                     let listener = TcpListener::from_std(std_listener).expect("listener");
                     tracing::info!(addr = %http_addr, "REST API listening (http)");
-                    serve(listener, api, rx).await;
+                    let tls = tls_listener.map(|(l, acc)| {
+                        let l = TcpListener::from_std(l).expect("listener");
+                        tracing::info!(addr = %l.local_addr().unwrap(), "REST API listening (https)");
+                        tokio::task::spawn(serve(l, Some(acc), api.clone(), rx.clone()))
+                    });
+                    serve(listener, None, api, rx).await;
+                    if let Some(t) = tls {
+                        let _ = t.await;
+                    }
                 });
             })
             .map_err(|e| e.to_string())?;
         Ok(Server {
             core,
             http_addr,
+            https,
             shutdown: Some(tx),
             thread: Some(thread),
         })
@@ -281,12 +393,17 @@ impl Server {
     }
 }
 
-async fn serve(listener: TcpListener, api: Arc<Api>, mut stop: tokio::sync::oneshot::Receiver<()>) {
+async fn serve(
+    listener: TcpListener,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    api: Arc<Api>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
         tokio::select! {
-            _ = &mut stop => return,
+            _ = stop.changed() => return,
             acc = listener.accept() => {
-                let (stream, _) = match acc {
+                let (stream, peer) = match acc {
                     Ok(x) => x,
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
@@ -294,14 +411,24 @@ async fn serve(listener: TcpListener, api: Arc<Api>, mut stop: tokio::sync::ones
                     }
                 };
                 let api = api.clone();
+                let tls = tls.clone();
                 tokio::task::spawn(async move {
                     let svc = service_fn(move |req| {
                         let api = api.clone();
                         async move { Ok::<_, Infallible>(api.handle(req).await) }
                     });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    let http = hyper::server::conn::http1::Builder::new();
+                    match tls {
+                        None => {
+                            let _ = http.serve_connection(TokioIo::new(stream), svc).await;
+                        }
+                        Some(acc) => match acc.accept(stream).await {
+                            Ok(s) => {
+                                let _ = http.serve_connection(TokioIo::new(s), svc).await;
+                            }
+                            Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        },
+                    }
                 });
             }
         }
@@ -311,7 +438,7 @@ async fn serve(listener: TcpListener, api: Arc<Api>, mut stop: tokio::sync::ones
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(());
+            let _ = tx.send(true);
         }
         if let Some(t) = self.thread.take() {
             let _ = t.join();
