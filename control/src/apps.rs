@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::config::AppConfig;
+use crate::config::{AppConfig, RestClientConfig};
 
 /// Hook methods an application can enable, as the reference server names them.
 pub const REST_METHODS: &[&str] = &[
@@ -23,6 +23,8 @@ pub struct App {
     pub key: String,
     pub url: String,
     pub methods: BTreeSet<String>,
+    #[serde(rename = "restClientConfig")]
+    pub rest_client_config: BTreeMap<String, RestClientConfig>,
 }
 
 #[derive(Debug, Default)]
@@ -59,6 +61,12 @@ impl Apps {
             for m in &a.methods {
                 me.add_method(&a.key, m)?;
             }
+            for (m, rc) in &a.rest_client_config {
+                check_method(m)?;
+                me.app_mut(&a.key)?
+                    .rest_client_config
+                    .insert(m.clone(), rc.clone());
+            }
         }
         Ok(me)
     }
@@ -83,6 +91,7 @@ impl Apps {
             key: key.into(),
             url: url.into(),
             methods: BTreeSet::new(),
+            rest_client_config: BTreeMap::new(),
         };
         self.map.insert(key.into(), app.clone());
         Ok(app)
@@ -113,6 +122,17 @@ impl Apps {
         let a = self.app_mut(key)?;
         a.methods.remove(method);
         Ok(a.clone())
+    }
+
+    /// The hook URL and settings for `method` of `key`, unless disabled.
+    pub fn hook(&self, key: &str, method: &str) -> Option<(String, RestClientConfig)> {
+        let url = self.hook_url(key, method)?;
+        let rc = self.map[key]
+            .rest_client_config
+            .get(method)
+            .cloned()
+            .unwrap_or_default();
+        (rc.rest_policy != crate::config::RestPolicy::Disabled).then_some((url, rc))
     }
 
     /// The hook URL for `method` of `key`, when the app exists, has a URL and enables it.

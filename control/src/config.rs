@@ -13,6 +13,63 @@ pub struct Config {
     pub https: HttpsConfig,
     pub media: MediaConfig,
     pub apps: Vec<AppConfig>,
+    pub hooks: HooksConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HooksConfig {
+    pub timeout_ms: u64,
+    pub max_concurrency: usize,
+    #[serde(default)]
+    pub hmac_secret: Option<String>,
+    pub keep_alive: KeepAliveConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KeepAliveConfig {
+    pub enabled: bool,
+    pub interval_ms: u64,
+    pub apps: Vec<String>,
+}
+
+/// What to do when a hook call fails (transport error, timeout, non-2xx).
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum RestOnError {
+    /// Log and go on as if the call succeeded.
+    #[default]
+    Log,
+    /// Fail the operation (deny the publish/play; terminate on keep-alive).
+    Fail,
+}
+
+/// How a hook's reply is used.
+#[derive(Debug, Clone, Copy, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum RestPolicy {
+    /// Call and only look at the status.
+    #[default]
+    Notify,
+    /// Also apply the reply's fields named in `restOverwrite`.
+    Overwrite,
+    /// Do not call this method.
+    Disabled,
+}
+
+/// Per-method hook behaviour, as the reference server's restClientConfig.
+#[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RestClientConfig {
+    #[serde(default)]
+    pub rest_on_error: RestOnError,
+    #[serde(default)]
+    pub rest_policy: RestPolicy,
+    #[serde(default)]
+    pub rest_overwrite: Vec<String>,
+    #[serde(default)]
+    pub rest_exclude: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -35,6 +92,9 @@ pub struct AppConfig {
     pub url: String,
     #[serde(default)]
     pub methods: Vec<String>,
+    /// Per-method settings, keyed by method name.
+    #[serde(default)]
+    pub rest_client_config: std::collections::BTreeMap<String, RestClientConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

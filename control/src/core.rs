@@ -43,6 +43,8 @@ pub struct CreateRequest {
     pub has_video: bool,
     pub audio_codec: Option<String>,
     pub video_codec: Option<String>,
+    /// Pre-assigned mediaSessionId (hooks see it before the session exists).
+    pub media_session_id: Option<String>,
 }
 
 /// Shard-side facts about a live session, from a stats snapshot.
@@ -111,8 +113,11 @@ pub struct Core {
     /// Sessions stopped by control whose shard has not yet released them.
     stopping: Mutex<HashMap<SessionId, SessionRecord>>,
     rr: AtomicUsize,
-    pub status_tx: Mutex<Vec<crossbeam_channel::Sender<StatusChange>>>,
+    listeners: Mutex<Vec<Listener>>,
 }
+
+/// Receives status changes; returns false to unsubscribe.
+pub type Listener = Box<dyn Fn(&StatusChange) -> bool + Send>;
 
 /// A status change, for hooks and observers.
 #[derive(Debug, Clone)]
@@ -147,7 +152,7 @@ impl Core {
             topo: Mutex::new(HashMap::new()),
             stopping: Mutex::new(HashMap::new()),
             rr: AtomicUsize::new(0),
-            status_tx: Mutex::new(Vec::new()),
+            listeners: Mutex::new(Vec::new()),
         });
         let weak = Arc::downgrade(&core);
         std::thread::Builder::new()
@@ -163,8 +168,13 @@ impl Core {
     /// Subscribes to status changes (hooks, tests).
     pub fn subscribe(&self) -> crossbeam_channel::Receiver<StatusChange> {
         let (tx, rx) = crossbeam_channel::unbounded();
-        self.status_tx.lock().unwrap().push(tx);
+        self.listen(Box::new(move |c| tx.send(c.clone()).is_ok()));
         rx
+    }
+
+    /// Registers a status-change callback (called on the engine-events thread; keep it short).
+    pub fn listen(&self, l: Listener) {
+        self.listeners.lock().unwrap().push(l);
     }
 
     fn notify(&self, record: &SessionRecord, status: Status, info: &str) {
@@ -173,10 +183,7 @@ impl Core {
             status,
             info: info.to_string(),
         };
-        self.status_tx
-            .lock()
-            .unwrap()
-            .retain(|tx| tx.send(change.clone()).is_ok());
+        self.listeners.lock().unwrap().retain(|l| l(&change));
     }
 
     /// Creates a publisher or player session; returns its record.
@@ -231,7 +238,10 @@ impl Core {
             .unwrap_or_else(|| self.rr.fetch_add(1, Ordering::Relaxed) % n);
         let record = SessionRecord {
             id,
-            media_session_id: uuid::Uuid::new_v4().to_string(),
+            media_session_id: req
+                .media_session_id
+                .clone()
+                .unwrap_or_else(|| uuid::Uuid::new_v4().to_string()),
             name: req.name.clone(),
             published: req.published,
             status: Status::Pending,

@@ -4,8 +4,10 @@ pub mod apps;
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod hooks;
 pub mod metrics;
 pub mod registry;
+pub mod sdp;
 pub mod server;
 pub mod tls;
 

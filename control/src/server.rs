@@ -100,10 +100,11 @@ pub const OPENAPI: &str = include_str!("../openapi.json");
 
 pub struct Api {
     pub core: Arc<Core>,
+    pub hooks: Arc<crate::hooks::Hooks>,
 }
 
 impl Api {
-    async fn handle(self: Arc<Self>, req: Request<Incoming>) -> Resp {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Resp {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         if path.starts_with("/rest-api/") {
@@ -135,8 +136,8 @@ impl Api {
             }
         };
         let r = match (&method, path.as_str()) {
-            (&Method::POST, "/rest-api/publish") => self.publish(&body),
-            (&Method::POST, "/rest-api/play") => self.play(&body),
+            (&Method::POST, "/rest-api/publish") => self.publish(&body, peer).await,
+            (&Method::POST, "/rest-api/play") => self.play(&body, peer).await,
             (&Method::POST, "/rest-api/stream/find_all") => self.find(&body, true).await,
             (&Method::POST, "/rest-api/stream/find") => self.find(&body, false).await,
             (&Method::POST, "/rest-api/stream/terminate") => self.terminate(&body),
@@ -214,9 +215,9 @@ impl Api {
         }
     }
 
-    fn publish(&self, body: &[u8]) -> Result<Resp, ApiError> {
+    async fn publish(&self, body: &[u8], client: SocketAddr) -> Result<Resp, ApiError> {
         let b: PublishBody = parse_json(body)?;
-        let rec = self.core.create(CreateRequest {
+        let req = CreateRequest {
             name: b.name,
             published: true,
             app_key: b.app_key.unwrap_or_else(|| "defaultApp".into()),
@@ -226,23 +227,71 @@ impl Api {
             has_video: b.has_video.unwrap_or(false),
             audio_codec: b.audio_codec,
             video_codec: b.video_codec,
-        })?;
-        Ok(json_resp(200, &self.session_reply(&rec)))
+            media_session_id: None,
+        };
+        self.create(req, client).await
     }
 
-    fn play(&self, body: &[u8]) -> Result<Resp, ApiError> {
+    async fn play(&self, body: &[u8], client: SocketAddr) -> Result<Resp, ApiError> {
         let b: PlayBody = parse_json(body)?;
         if b.port == 0 {
             return Err(ApiError::new(400, "field `port`: must be 1..=65535"));
         }
-        let rec = self.core.create(CreateRequest {
+        let req = CreateRequest {
             name: b.name,
             published: false,
             app_key: b.app_key.unwrap_or_else(|| "defaultApp".into()),
             peer: Some(SocketAddr::new(b.host, b.port)),
             shard: b.shard,
             ..Default::default()
-        })?;
+        };
+        self.create(req, client).await
+    }
+
+    /// Runs the authorisation hooks (connect, then publishStream/playStream), applies what an
+    /// OVERWRITE policy changed, and creates the session.
+    async fn create(&self, mut req: CreateRequest, client: SocketAddr) -> Result<Resp, ApiError> {
+        // An unknown app has no hooks; Core::create rejects it with 400.
+        let msid = uuid::Uuid::new_v4().to_string();
+        let mut obj = json!({
+            "mediaSessionId": msid,
+            "name": req.name,
+            "published": req.published,
+            "status": "NEW",
+            "appKey": req.app_key,
+            "mediaType": if req.published { "publish" } else { "play" },
+            "clientAddress": client.to_string(),
+            "remoteAddress": req.peer.map(|a| a.to_string()),
+            "hasAudio": req.has_audio,
+            "hasVideo": req.has_video,
+            "audioCodec": req.audio_codec,
+            "videoCodec": req.video_codec,
+            "createDate": crate::core::now_ms(),
+        });
+        let method = if req.published {
+            "publishStream"
+        } else {
+            "playStream"
+        };
+        self.hooks
+            .authorize("connect", &req.app_key, &mut obj)
+            .await?;
+        self.hooks.authorize(method, &req.app_key, &mut obj).await?;
+        if let Some(n) = obj["name"].as_str() {
+            req.name = n.to_string();
+        }
+        req.has_audio = obj["hasAudio"].as_bool().unwrap_or(req.has_audio);
+        req.has_video = obj["hasVideo"].as_bool().unwrap_or(req.has_video);
+        req.audio_codec = obj["audioCodec"]
+            .as_str()
+            .map(str::to_string)
+            .or(req.audio_codec);
+        req.video_codec = obj["videoCodec"]
+            .as_str()
+            .map(str::to_string)
+            .or(req.video_codec);
+        req.media_session_id = Some(msid);
+        let rec = self.core.create(req)?;
         Ok(json_resp(200, &self.session_reply(&rec)))
     }
 
@@ -356,7 +405,7 @@ impl Server {
             tls_listener = Some((l, tokio_rustls::TlsAcceptor::from(sc)));
         }
         let (tx, rx) = tokio::sync::watch::channel(false);
-        let api = Arc::new(Api { core: core.clone() });
+        let core2 = core.clone();
         let thread = std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
@@ -365,6 +414,9 @@ impl Server {
                     .build()
                     .expect("tokio runtime");
                 rt.block_on(async move {
+                    let hooks = crate::hooks::Hooks::new(core2.clone(), &core2.cfg.hooks);
+                    hooks.spawn_background(rx.clone());
+                    let api = Arc::new(Api { core: core2, hooks });
                     let listener = TcpListener::from_std(std_listener).expect("listener");
                     tracing::info!(addr = %http_addr, "REST API listening (http)");
                     let tls = tls_listener.map(|(l, acc)| {
@@ -415,7 +467,7 @@ async fn serve(
                 tokio::task::spawn(async move {
                     let svc = service_fn(move |req| {
                         let api = api.clone();
-                        async move { Ok::<_, Infallible>(api.handle(req).await) }
+                        async move { Ok::<_, Infallible>(api.handle(req, peer).await) }
                     });
                     let http = hyper::server::conn::http1::Builder::new();
                     match tls {

@@ -9,6 +9,7 @@ pub mod mesh;
 pub mod rewrite;
 pub mod rtp;
 mod shard;
+pub mod srtp;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;

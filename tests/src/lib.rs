@@ -162,3 +162,91 @@ pub fn find(base: &str, filter: Value) -> Vec<Value> {
     assert_eq!(st, 200, "find: {v}");
     v.as_array().cloned().unwrap_or_default()
 }
+
+/// One request received by a [`HookServer`].
+#[derive(Debug, Clone)]
+pub struct HookCall {
+    /// The last path segment: the REST method name.
+    pub method: String,
+    pub path: String,
+    pub body: Value,
+    pub signature: Option<String>,
+}
+
+type Responder = dyn Fn(&str, &Value) -> (u16, Value) + Send + Sync;
+
+/// A real HTTP server standing in for the operator's web server.
+pub struct HookServer {
+    pub url: String,
+    pub calls: std::sync::Arc<std::sync::Mutex<Vec<HookCall>>>,
+    server: std::sync::Arc<tiny_http::Server>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HookServer {
+    /// `respond(method, body)` gives the status and JSON body to answer with.
+    pub fn start(
+        respond: impl Fn(&str, &Value) -> (u16, Value) + Send + Sync + 'static,
+    ) -> HookServer {
+        let server = std::sync::Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+        let url = format!("http://{}/MyAPI", server.server_addr().to_ip().unwrap());
+        let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (s2, c2) = (server.clone(), calls.clone());
+        let respond: Box<Responder> = Box::new(respond);
+        let thread = std::thread::spawn(move || {
+            for mut req in s2.incoming_requests() {
+                let mut text = String::new();
+                let _ = req.as_reader().read_to_string(&mut text);
+                let body: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+                let path = req.url().to_string();
+                let method = path.rsplit('/').next().unwrap_or("").to_string();
+                let signature = req
+                    .headers()
+                    .iter()
+                    .find(|h| h.field.equiv("X-Signature"))
+                    .map(|h| h.value.to_string());
+                let (status, reply) = respond(&method, &body);
+                c2.lock().unwrap().push(HookCall {
+                    method,
+                    path,
+                    body,
+                    signature: signature.clone(),
+                });
+                let resp = tiny_http::Response::from_string(reply.to_string())
+                    .with_status_code(status)
+                    .with_header(
+                        "Content-Type: application/json"
+                            .parse::<tiny_http::Header>()
+                            .unwrap(),
+                    );
+                let _ = req.respond(resp);
+            }
+        });
+        HookServer {
+            url,
+            calls,
+            server,
+            thread: Some(thread),
+        }
+    }
+
+    /// Calls of `method` so far.
+    pub fn calls_of(&self, method: &str) -> Vec<HookCall> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.method == method)
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for HookServer {
+    fn drop(&mut self) {
+        self.server.unblock();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

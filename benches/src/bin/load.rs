@@ -1,0 +1,338 @@
+//! `load`: load generator and raw-relay baseline for the media server.
+//!
+//! ```text
+//! load relay   --listen 127.0.0.1:44000 --to 127.0.0.1:45000-45099
+//! load fanout  --server http://127.0.0.1:8081 --publishers 1 --players 100 --pps 1000 \
+//!              --size 1200 --duration 10 --json engine.json --svg engine.svg
+//! load fanout  --raw-relay 127.0.0.1:44000 --player-base-port 45000 --players 100 ...
+//! load publish --server http://127.0.0.1:8081 --name s1 --pps 1000 --duration 30
+//! load play    --server http://127.0.0.1:8081 --name s1 --players 50 --duration 30
+//! load compare engine.json raw.json
+//! ```
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use benches::fanout::{self, FanoutConfig, Target};
+use benches::relay::{Relay, RelayConfig};
+use benches::report::{compare, Report};
+use benches::{net, plot, signal, Result};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "load",
+    version,
+    about = "Load generator and raw UDP relay baseline for the media server"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Raw baseline: batched UDP relay copying every datagram to every --to address.
+    Relay(RelayArgs),
+    /// Publishers and players against the server (REST) or the raw relay; full report.
+    Fanout(FanoutArgs),
+    /// Only publishers, for an existing or new stream.
+    Publish(PublishArgs),
+    /// Only players, for an existing stream.
+    Play(PlayArgs),
+    /// Compares an engine report with a raw-relay report (JSON files from --json).
+    Compare { engine: PathBuf, baseline: PathBuf },
+}
+
+#[derive(Args)]
+struct RelayArgs {
+    /// Address to receive on.
+    #[arg(long)]
+    listen: SocketAddr,
+    /// Destinations: ip:port or ip:first-last ranges, comma separated.
+    #[arg(long, value_parser = parse_targets)]
+    to: Targets,
+    /// Datagrams per recvmmsg.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Sending threads (destinations split between them).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Stop after this many seconds (always bounded).
+    #[arg(long, default_value_t = 600)]
+    duration: u64,
+    /// Print rates every second.
+    #[arg(long)]
+    quiet: bool,
+    /// Write the final counters as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Clone)]
+struct Targets(Vec<SocketAddr>);
+
+fn parse_targets(s: &str) -> std::result::Result<Targets, String> {
+    net::parse_targets(s).map(Targets)
+}
+
+/// Knobs shared by fanout / publish / play.
+#[derive(Args, Clone)]
+struct LoadArgs {
+    /// Packets per second per publisher (0 = as fast as possible).
+    #[arg(long, default_value_t = 1000)]
+    pps: u32,
+    /// RTP packet size in bytes, header included.
+    #[arg(long, default_value_t = 1200)]
+    size: usize,
+    /// Seconds of sending (or receiving, for `play`).
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Longest the players keep receiving after the publishers stop, in milliseconds (they stop
+    /// earlier after 300 ms without a packet).
+    #[arg(long, default_value_t = 3000)]
+    drain_ms: u64,
+    /// Time-series resolution in milliseconds.
+    #[arg(long, default_value_t = 1000)]
+    interval_ms: u64,
+    /// Local IP of publisher and player sockets (and the players' address given to the server).
+    #[arg(long, default_value = "127.0.0.1")]
+    local_ip: IpAddr,
+    /// Player j binds this port + j (0 = ephemeral). Keep it outside the server's media range.
+    #[arg(long, default_value_t = 0)]
+    player_base_port: u16,
+    /// Publisher i binds this port + i (0 = ephemeral).
+    #[arg(long, default_value_t = 0)]
+    publisher_base_port: u16,
+    /// Player receive threads.
+    #[arg(long, default_value_t = 1)]
+    recv_threads: usize,
+    /// Datagrams per sendmmsg / recvmmsg.
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    /// Socket buffer bytes per socket.
+    #[arg(long, default_value_t = 4 << 20)]
+    socket_buffer: usize,
+    /// Server PID: sample its VmRSS before/after creating players.
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Bearer token for the REST API.
+    #[arg(long)]
+    token: Option<String>,
+    /// Write the JSON report here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Write an SVG plot of throughput and latency here.
+    #[arg(long)]
+    svg: Option<PathBuf>,
+    /// Latency from the time the tool reads a packet instead of the kernel's receive timestamp
+    /// (SO_TIMESTAMPNS); then it includes the players' own scheduling delay.
+    #[arg(long)]
+    user_timestamps: bool,
+    /// No progress output.
+    #[arg(long)]
+    quiet: bool,
+}
+
+#[derive(Args)]
+struct FanoutArgs {
+    /// Server base URL.
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    server: String,
+    /// Run against the raw relay at this address instead of the server (no REST; players bind
+    /// --player-base-port.. which must match the relay's --to range).
+    #[arg(long)]
+    raw_relay: Option<SocketAddr>,
+    #[arg(long, default_value_t = 1)]
+    publishers: u32,
+    #[arg(long, default_value_t = 10)]
+    players: u32,
+    /// Stream i is named PREFIX-i.
+    #[arg(long, default_value = "load")]
+    prefix: String,
+    #[command(flatten)]
+    load: LoadArgs,
+}
+
+#[derive(Args)]
+struct PublishArgs {
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    server: String,
+    /// Send to the raw relay at this address instead.
+    #[arg(long)]
+    raw_relay: Option<SocketAddr>,
+    /// Stream name (NAME-i when --publishers > 1).
+    #[arg(long)]
+    name: String,
+    #[arg(long, default_value_t = 1)]
+    publishers: u32,
+    #[command(flatten)]
+    load: LoadArgs,
+}
+
+#[derive(Args)]
+struct PlayArgs {
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    server: String,
+    /// Stream name(s), comma separated; player j plays name j % count.
+    #[arg(long, value_delimiter = ',')]
+    name: Vec<String>,
+    #[arg(long, default_value_t = 1)]
+    players: u32,
+    #[command(flatten)]
+    load: LoadArgs,
+}
+
+fn config(
+    target: Target,
+    names: Vec<String>,
+    publishers: u32,
+    players: u32,
+    a: &LoadArgs,
+) -> Result<FanoutConfig> {
+    if !(a.duration > 0.0 && a.duration <= 86_400.0) {
+        return Err("--duration must be in (0, 86400] seconds".into());
+    }
+    let mut c = FanoutConfig::new(target, names, publishers, players);
+    c.pps = a.pps;
+    c.size = a.size;
+    c.duration = Duration::from_secs_f64(a.duration);
+    c.drain = Duration::from_millis(a.drain_ms);
+    c.interval = Duration::from_millis(a.interval_ms.max(10));
+    c.local_ip = a.local_ip;
+    c.player_base_port = a.player_base_port;
+    c.publisher_base_port = a.publisher_base_port;
+    c.recv_threads = a.recv_threads;
+    c.batch = a.batch;
+    c.buffer_bytes = a.socket_buffer;
+    c.server_pid = a.server_pid;
+    c.kernel_timestamps = !a.user_timestamps;
+    c.progress = !a.quiet;
+    Ok(c)
+}
+
+fn target(server: &str, raw: Option<SocketAddr>, token: &Option<String>) -> Target {
+    match raw {
+        Some(relay) => Target::Raw { relay },
+        None => Target::Server {
+            url: server.to_string(),
+            token: token.clone(),
+        },
+    }
+}
+
+/// Runs, prints, writes outputs. Fails if players were expected to receive and got nothing.
+fn run_load(cfg: FanoutConfig, a: &LoadArgs) -> Result<()> {
+    let report = fanout::run(&cfg)?;
+    print!("{}", report.summary());
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&report)?)
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+        println!("  json     {}", p.display());
+    }
+    if let Some(p) = &a.svg {
+        plot::write_svg(p, &report)?;
+        println!("  svg      {}", p.display());
+    }
+    if cfg.players > 0 && report.received.packets == 0 && !signal::stopped() {
+        return Err("players received nothing".into());
+    }
+    Ok(())
+}
+
+fn read_report(p: &PathBuf) -> Result<Report> {
+    let s = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    Ok(serde_json::from_str(&s).map_err(|e| format!("{}: {e}", p.display()))?)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    signal::install();
+    let r: Result<()> = (|| match cli.cmd {
+        Cmd::Relay(a) => {
+            let to = a.to.0;
+            let n = to.len();
+            let relay = Relay::bind(RelayConfig {
+                listen: a.listen,
+                to,
+                batch: a.batch,
+                threads: a.threads,
+                duration: Duration::from_secs(a.duration.max(1)),
+                report_every: (!a.quiet).then_some(Duration::from_secs(1)),
+                buffer_bytes: 8 << 20,
+            })?;
+            eprintln!(
+                "relay: {} -> {n} destination(s), {} sending thread(s), up to {} s",
+                relay.local_addr()?,
+                a.threads.clamp(1, n),
+                a.duration
+            );
+            let st = relay.run(&std::sync::atomic::AtomicBool::new(false))?;
+            println!(
+                "relay: in {} pkts ({:.0} pps), out {} pkts ({:.0} pps), send failures {}, active {:.2} s",
+                st.packets_in, st.pps_in, st.packets_out, st.pps_out, st.send_failed, st.active_s
+            );
+            if let Some(p) = &a.json {
+                std::fs::write(p, serde_json::to_string_pretty(&st)?)?;
+            }
+            Ok(())
+        }
+        Cmd::Fanout(a) => {
+            let names = (0..a.publishers)
+                .map(|i| format!("{}-{i}", a.prefix))
+                .collect();
+            let cfg = config(
+                target(&a.server, a.raw_relay, &a.load.token),
+                names,
+                a.publishers,
+                a.players,
+                &a.load,
+            )?;
+            run_load(cfg, &a.load)
+        }
+        Cmd::Publish(a) => {
+            let names = if a.publishers == 1 {
+                vec![a.name.clone()]
+            } else {
+                (0..a.publishers)
+                    .map(|i| format!("{}-{i}", a.name))
+                    .collect()
+            };
+            let cfg = config(
+                target(&a.server, a.raw_relay, &a.load.token),
+                names,
+                a.publishers,
+                0,
+                &a.load,
+            )?;
+            run_load(cfg, &a.load)
+        }
+        Cmd::Play(a) => {
+            if a.name.is_empty() {
+                return Err("--name is required".into());
+            }
+            let cfg = config(
+                target(&a.server, None, &a.load.token),
+                a.name.clone(),
+                0,
+                a.players,
+                &a.load,
+            )?;
+            run_load(cfg, &a.load)
+        }
+        Cmd::Compare { engine, baseline } => {
+            let (e, b) = (read_report(&engine)?, read_report(&baseline)?);
+            print!("{}", compare(&e, &b));
+            Ok(())
+        }
+    })();
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("load: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,899 @@
+//! One load run: create sessions, send paced RTP from the publishers, receive at the players,
+//! then clean up and build the [`Report`].
+//!
+//! Topology: publisher `i` publishes stream `names[i]`; against the server, player `j` plays
+//! `names[j % names.len()]` (one play session per player socket). Against the raw relay every
+//! player receives every publisher (the relay copies each datagram to all its destinations), so
+//! compare the two with one publisher, or mind that the relay's load is `publishers` times
+//! larger.
+
+use std::io::IsTerminal;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::clock::realtime_offset_ns;
+use crate::clock::{mono_ns, sleep_until};
+use crate::net::{
+    bind_udp, enable_rx_drop_counter, enable_rx_timestamps, rss_kib, udp_rcvbuf_errors, Ancillary,
+    Epoll, RecvBatch, SendBatch,
+};
+use crate::pkt::{publisher_ssrc, ts_step, write_fields, MIN_PACKET_LEN};
+use crate::report::{Jitter, Latency, Point, Received, Report, Rss, Sent, Setup};
+use crate::rest::Client;
+use crate::rx::{latency_histogram, PlayerRx, RxTotals, Series};
+use crate::{signal, Result};
+
+/// Where the load goes.
+#[derive(Debug, Clone)]
+pub enum Target {
+    /// The media server, through its REST API.
+    Server { url: String, token: Option<String> },
+    /// The raw relay baseline at this address; players must be where the relay sends.
+    Raw { relay: SocketAddr },
+}
+
+#[derive(Debug, Clone)]
+pub struct FanoutConfig {
+    pub target: Target,
+    /// Stream names. With publishers, publisher `i` publishes `names[i]` (so there must be as
+    /// many names as publishers); players play `names[j % len]`.
+    pub names: Vec<String>,
+    /// Publisher sockets (0: play only).
+    pub publishers: u32,
+    /// Player sockets (0: publish only).
+    pub players: u32,
+    /// Packets per second per publisher; 0 = as fast as possible.
+    pub pps: u32,
+    /// RTP packet size in bytes (header included).
+    pub size: usize,
+    pub duration: Duration,
+    /// Longest the players keep receiving after the publishers stop; they stop earlier once
+    /// nothing arrived for [`QUIET_NS`] (a saturated target may still be working through its
+    /// backlog: what is still queued at the end counts as lost).
+    pub drain: Duration,
+    /// Time-series resolution.
+    pub interval: Duration,
+    /// Local address of the player and publisher sockets (also sent to the server as the
+    /// players' destination).
+    pub local_ip: IpAddr,
+    /// Player `j` binds `player_base_port + j` (0: ephemeral ports).
+    pub player_base_port: u16,
+    /// Publisher `i` binds `publisher_base_port + i` (0: ephemeral ports).
+    pub publisher_base_port: u16,
+    pub recv_threads: usize,
+    /// Datagrams per sendmmsg / recvmmsg.
+    pub batch: usize,
+    /// Socket buffer size requested for every socket.
+    pub buffer_bytes: usize,
+    /// Server process whose RSS is sampled before/after creating the players.
+    pub server_pid: Option<u32>,
+    /// Measure arrival with the kernel's receive timestamp (SO_TIMESTAMPNS) instead of the
+    /// time the tool read the packet, so latency excludes the players' own scheduling delay.
+    pub kernel_timestamps: bool,
+    pub progress: bool,
+}
+
+impl FanoutConfig {
+    /// Defaults for everything but the target and the counts.
+    pub fn new(target: Target, names: Vec<String>, publishers: u32, players: u32) -> Self {
+        Self {
+            target,
+            names,
+            publishers,
+            players,
+            pps: 1000,
+            size: 1200,
+            duration: Duration::from_secs(10),
+            drain: Duration::from_secs(3),
+            interval: Duration::from_secs(1),
+            local_ip: IpAddr::from([127, 0, 0, 1]),
+            player_base_port: 0,
+            publisher_base_port: 0,
+            recv_threads: 1,
+            batch: 64,
+            buffer_bytes: 4 << 20,
+            server_pid: None,
+            kernel_timestamps: true,
+            progress: true,
+        }
+    }
+
+    fn validate(&self) -> Result<()> {
+        if self.size < MIN_PACKET_LEN || self.size > crate::net::MAX_DATAGRAM {
+            return Err(format!(
+                "--size must be in {MIN_PACKET_LEN}..={}",
+                crate::net::MAX_DATAGRAM
+            )
+            .into());
+        }
+        if self.publishers == 0 && self.players == 0 {
+            return Err("nothing to do: no publishers and no players".into());
+        }
+        if self.names.is_empty() {
+            return Err("no stream name".into());
+        }
+        if self.publishers > 0 && self.names.len() != self.publishers as usize {
+            return Err(format!(
+                "{} names for {} publishers",
+                self.names.len(),
+                self.publishers
+            )
+            .into());
+        }
+        if self.duration.is_zero() || self.duration > Duration::from_secs(24 * 3600) {
+            return Err("--duration must be between 1 s and 24 h".into());
+        }
+        let top = |base: u16, n: u32| base == 0 || base as u32 + n <= 65536;
+        if !top(self.player_base_port, self.players)
+            || !top(self.publisher_base_port, self.publishers)
+        {
+            return Err("port range runs past 65535".into());
+        }
+        if let Target::Raw { .. } = self.target {
+            if self.players > 0 && self.player_base_port == 0 {
+                return Err("against the raw relay players need --player-base-port (the relay's --to range)".into());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Sessions created on the server; terminated on drop if not done explicitly.
+struct Sessions<'a> {
+    client: Option<&'a Client>,
+    ids: Vec<String>,
+}
+
+impl Sessions<'_> {
+    fn terminate(&mut self) -> Result<()> {
+        let ids = std::mem::take(&mut self.ids);
+        match self.client {
+            Some(c) if !ids.is_empty() => c.terminate(&ids),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for Sessions<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.terminate() {
+            eprintln!("warning: terminating sessions: {e}");
+        }
+    }
+}
+
+/// The drain ends early after this long without a packet.
+pub const QUIET_NS: u64 = 300_000_000;
+
+struct SenderResult {
+    per_publisher: Vec<u64>,
+    bytes: u64,
+    failed: u64,
+    per_interval: Vec<u64>,
+    end_ns: u64,
+}
+
+struct Publisher {
+    sock: UdpSocket,
+    idx: u32,
+    ssrc: u32,
+    seq0: u16,
+    attempted: u64,
+    sent: u64,
+}
+
+#[allow(clippy::too_many_arguments)]
+fn sender(
+    mut pubs: Vec<Publisher>,
+    pps: u32,
+    size: usize,
+    batch: usize,
+    t0: u64,
+    end: u64,
+    interval_ns: u64,
+    stop: &AtomicBool,
+    tx_count: &AtomicU64,
+) -> SenderResult {
+    let mut sb = SendBatch::new(batch, size);
+    let batch = sb.capacity();
+    let step = ts_step(pps);
+    let mut res = SenderResult {
+        per_publisher: vec![0; pubs.len()],
+        bytes: 0,
+        failed: 0,
+        per_interval: Vec::new(),
+        end_ns: t0,
+    };
+    sleep_until(t0);
+    if pubs.is_empty() {
+        // Play-only run: just keep time.
+        while mono_ns() < end && !stop.load(Ordering::Relaxed) && !signal::stopped() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    'outer: while !pubs.is_empty() {
+        let now = mono_ns();
+        if now >= end || stop.load(Ordering::Relaxed) || signal::stopped() {
+            break;
+        }
+        // Packets each publisher should have sent by now (the first one is due at t0).
+        let due = if pps == 0 {
+            u64::MAX
+        } else {
+            ((now - t0) as u128 * pps as u128 / 1_000_000_000) as u64 + 1
+        };
+        for p in pubs.iter_mut() {
+            let mut owed = if pps == 0 {
+                batch as u64
+            } else {
+                due.saturating_sub(p.attempted)
+            };
+            while owed > 0 {
+                let k = owed.min(batch as u64) as usize;
+                let stamp = mono_ns();
+                if stamp >= end {
+                    break 'outer;
+                }
+                for i in 0..k {
+                    let n = p.attempted + i as u64;
+                    write_fields(
+                        sb.packet_mut(i),
+                        p.seq0.wrapping_add(n as u16),
+                        (n as u32).wrapping_mul(step),
+                        p.ssrc,
+                        stamp,
+                        p.idx,
+                    );
+                }
+                let r = sb.send(p.sock.as_raw_fd(), k);
+                p.attempted += k as u64;
+                p.sent += r.sent as u64;
+                owed -= k as u64;
+                res.failed += r.failed as u64;
+                res.bytes += (r.sent * size) as u64;
+                tx_count.fetch_add(r.sent as u64, Ordering::Relaxed);
+                let slot = ((stamp - t0) / interval_ns) as usize;
+                if res.per_interval.len() <= slot {
+                    res.per_interval.resize(slot + 1, 0);
+                }
+                res.per_interval[slot] += r.sent as u64;
+            }
+        }
+        if pps > 0 {
+            // Sleep until the next packet of the publisher that is furthest behind is due.
+            let behind = pubs.iter().map(|p| p.attempted).min().unwrap_or(0);
+            let next = t0 + (behind as u128 * 1_000_000_000 / pps as u128) as u64;
+            sleep_until(next.min(end));
+        }
+    }
+    res.end_ns = mono_ns().min(end).max(t0);
+    for (i, p) in pubs.iter().enumerate() {
+        res.per_publisher[i] = p.sent;
+    }
+    res
+}
+
+struct ReceiverResult {
+    players: Vec<(usize, PlayerRx)>,
+    latency: Histogram<u64>,
+    series: Series,
+    last_arrival_ns: u64,
+}
+
+/// How players timestamp arrivals.
+#[derive(Debug, Clone, Copy)]
+struct ArrivalClock {
+    /// `Some(realtime - monotonic)`: use the kernel's receive timestamps.
+    kernel_offset: Option<i64>,
+}
+
+impl ArrivalClock {
+    fn arrival(&self, a: &Ancillary, now: u64) -> u64 {
+        match (self.kernel_offset, a.kernel_time_ns) {
+            (Some(off), Some(rt)) => (rt as i64 - off).max(0) as u64,
+            _ => now,
+        }
+    }
+}
+
+fn receiver(
+    socks: Vec<(usize, UdpSocket)>,
+    batch: usize,
+    clock: ArrivalClock,
+    t0: u64,
+    interval_ns: u64,
+    stop: &AtomicBool,
+    rx_count: &AtomicU64,
+) -> std::io::Result<ReceiverResult> {
+    let mut ep = Epoll::new(256)?;
+    for (k, (_, s)) in socks.iter().enumerate() {
+        s.set_nonblocking(true)?;
+        ep.add(s.as_raw_fd(), k as u64)?;
+    }
+    let mut players: Vec<(usize, PlayerRx)> = socks
+        .iter()
+        .map(|(j, _)| (*j, PlayerRx::default()))
+        .collect();
+    let mut latency = latency_histogram(3);
+    let mut series = Series::new(t0, interval_ns);
+    let mut rb = RecvBatch::with_ancillary(batch);
+    let mut ready = Vec::with_capacity(256);
+    let mut last_arrival_ns = 0u64;
+    let mut reported = false;
+    while !stop.load(Ordering::Relaxed) {
+        ready.clear();
+        ready.extend(ep.wait(20)?);
+        for &k in &ready {
+            let (fd, player) = (socks[k as usize].1.as_raw_fd(), &mut players[k as usize].1);
+            // Bounded per socket so one busy player cannot starve the others.
+            for _ in 0..16 {
+                match rb.recv(fd, libc::MSG_DONTWAIT) {
+                    Ok(n) => {
+                        let now = mono_ns();
+                        for i in 0..n {
+                            let d = rb.get(i);
+                            let anc = rb.ancillary(i);
+                            if let Some(d) = anc.socket_drops {
+                                player.note_socket_drops(d);
+                            }
+                            let at = clock.arrival(&anc, now);
+                            let lat = player.on_datagram(d, at);
+                            if let Some(l) = lat {
+                                latency.saturating_record(l.min(crate::rx::MAX_LATENCY_NS));
+                            }
+                            series.record(at, d.len() as u64, lat);
+                            last_arrival_ns = last_arrival_ns.max(at);
+                        }
+                        rx_count.fetch_add(n as u64, Ordering::Relaxed);
+                        if n < rb.capacity() {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(e) => {
+                        // ECONNREFUSED and friends: report once, keep going.
+                        if !reported {
+                            eprintln!("warning: player recv: {e}");
+                            reported = true;
+                        }
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    Ok(ReceiverResult {
+        players,
+        latency,
+        series,
+        last_arrival_ns,
+    })
+}
+
+fn bind_many(ip: IpAddr, base: u16, n: u32, buffer: usize) -> Result<Vec<UdpSocket>> {
+    (0..n)
+        .map(|j| {
+            let port = if base == 0 { 0 } else { base + j as u16 };
+            bind_udp(SocketAddr::new(ip, port), buffer).map_err(Into::into)
+        })
+        .collect()
+}
+
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
+/// Runs one load test; sessions are terminated before returning, also on errors.
+pub fn run(cfg: &FanoutConfig) -> Result<Report> {
+    cfg.validate()?;
+    let (client, target_name, target_addr) = match &cfg.target {
+        Target::Server { url, token } => {
+            (Some(Client::new(url, token.clone())), "engine", url.clone())
+        }
+        Target::Raw { relay } => (None, "raw", relay.to_string()),
+    };
+    let mut sessions = Sessions {
+        client: client.as_ref(),
+        ids: Vec::new(),
+    };
+    let n_pub = cfg.publishers as usize;
+    let n_play = cfg.players as usize;
+
+    // Sockets first: a port clash fails before any session exists.
+    let players = bind_many(
+        cfg.local_ip,
+        cfg.player_base_port,
+        cfg.players,
+        cfg.buffer_bytes,
+    )?;
+    // Ancillary data from the first datagram on: the server may start sending as soon as a
+    // play session exists, before the receivers run.
+    for s in &players {
+        if cfg.kernel_timestamps {
+            enable_rx_timestamps(s)?;
+        }
+        enable_rx_drop_counter(s)?;
+    }
+    let pub_socks = bind_many(
+        cfg.local_ip,
+        cfg.publisher_base_port,
+        cfg.publishers,
+        cfg.buffer_bytes,
+    )?;
+
+    // Publish sessions (or the relay) give each publisher its destination.
+    let mut setup = Setup::default();
+    let t = Instant::now();
+    let mut dests = Vec::with_capacity(n_pub);
+    for name in cfg.names.iter().take(n_pub) {
+        match (&client, &cfg.target) {
+            (Some(c), _) => {
+                let r = c.publish(name)?;
+                sessions.ids.push(r.media_session_id.clone());
+                dests.push(r.media_addr()?);
+            }
+            (None, Target::Raw { relay }) => dests.push(*relay),
+            (None, Target::Server { .. }) => unreachable!(),
+        }
+    }
+    setup.publish_ms = ms_since(t);
+
+    let rss_before = cfg.server_pid.map(rss_kib).transpose()?;
+    let host_drops_before = udp_rcvbuf_errors().ok();
+    let t = Instant::now();
+    let mut play_sessions = 0u32;
+    if let Some(c) = &client {
+        for (j, s) in players.iter().enumerate() {
+            let r = c.play(&cfg.names[j % cfg.names.len()], s.local_addr()?)?;
+            sessions.ids.push(r.media_session_id);
+            play_sessions += 1;
+        }
+    }
+    setup.play_ms = ms_since(t);
+    let rss_after_players = cfg.server_pid.map(rss_kib).transpose()?;
+
+    let pubs: Vec<Publisher> = pub_socks
+        .into_iter()
+        .zip(&dests)
+        .enumerate()
+        .map(|(i, (sock, dest))| {
+            sock.connect(dest)?;
+            Ok(Publisher {
+                sock,
+                idx: i as u32,
+                ssrc: publisher_ssrc(i as u32),
+                seq0: (i as u16).wrapping_mul(7919),
+                attempted: 0,
+                sent: 0,
+            })
+        })
+        .collect::<Result<_>>()?;
+
+    // Which publishers each player hears (for the expected packet count).
+    let subscribed = |j: usize| -> Vec<usize> {
+        match cfg.target {
+            Target::Raw { .. } => (0..n_pub).collect(),
+            Target::Server { .. } if n_pub > 0 => vec![j % n_pub],
+            Target::Server { .. } => Vec::new(),
+        }
+    };
+    let fanout_factor = if n_pub == 0 {
+        0.0
+    } else {
+        (0..n_play).map(|j| subscribed(j).len()).sum::<usize>() as f64 / n_pub as f64
+    };
+
+    // Let the server wire the sessions up before the first packet.
+    if client.is_some() {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let interval_ns = cfg.interval.as_nanos().max(1) as u64;
+    let stop = Arc::new(AtomicBool::new(false));
+    let tx_count = Arc::new(AtomicU64::new(0));
+    let rx_count = Arc::new(AtomicU64::new(0));
+    let t0 = mono_ns() + 20_000_000;
+    let end = t0 + cfg.duration.as_nanos() as u64;
+
+    let clock = ArrivalClock {
+        kernel_offset: cfg.kernel_timestamps.then(realtime_offset_ns),
+    };
+    let threads = cfg.recv_threads.clamp(1, n_play.max(1));
+    let mut groups: Vec<Vec<(usize, UdpSocket)>> = (0..threads).map(|_| Vec::new()).collect();
+    for (j, s) in players.into_iter().enumerate() {
+        groups[j % threads].push((j, s));
+    }
+    let receivers: Vec<JoinHandle<std::io::Result<ReceiverResult>>> = groups
+        .into_iter()
+        .filter(|g| !g.is_empty())
+        .enumerate()
+        .map(|(i, g)| {
+            let (stop, rx_count) = (stop.clone(), rx_count.clone());
+            let batch = cfg.batch;
+            std::thread::Builder::new()
+                .name(format!("player-rx-{i}"))
+                .spawn(move || receiver(g, batch, clock, t0, interval_ns, &stop, &rx_count))
+        })
+        .collect::<std::io::Result<_>>()?;
+
+    let sender_thread = {
+        let (stop, tx_count) = (stop.clone(), tx_count.clone());
+        let (pps, size, batch) = (cfg.pps, cfg.size, cfg.batch);
+        std::thread::Builder::new()
+            .name("publisher-tx".into())
+            .spawn(move || {
+                sender(
+                    pubs,
+                    pps,
+                    size,
+                    batch,
+                    t0,
+                    end,
+                    interval_ns,
+                    &stop,
+                    &tx_count,
+                )
+            })?
+    };
+
+    progress_loop(
+        cfg,
+        t0,
+        end,
+        &tx_count,
+        &rx_count,
+        fanout_factor,
+        &sender_thread,
+    );
+    let sent = sender_thread.join().map_err(|_| "sender thread panicked")?;
+    // Drain what is still in flight, then stop the players.
+    let drain_end = mono_ns() + cfg.drain.as_nanos() as u64;
+    let (mut last_rx, mut last_change) = (rx_count.load(Ordering::Relaxed), mono_ns());
+    // Play-only runs end on time: their publishers are not ours.
+    while mono_ns() < drain_end && !signal::stopped() && n_play > 0 && n_pub > 0 {
+        std::thread::sleep(Duration::from_millis(10));
+        let (r, now) = (rx_count.load(Ordering::Relaxed), mono_ns());
+        if r != last_rx {
+            (last_rx, last_change) = (r, now);
+        } else if now - last_change >= QUIET_NS {
+            break;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut results = Vec::new();
+    for r in receivers {
+        results.push(r.join().map_err(|_| "receiver thread panicked")??);
+    }
+    let rss_after_run = cfg.server_pid.map(rss_kib).transpose()?;
+    let host_udp_rcvbuf_errors =
+        host_drops_before.and_then(|b| Some(udp_rcvbuf_errors().ok()?.saturating_sub(b)));
+    sessions.terminate()?;
+
+    // Merge what the receivers saw.
+    let mut latency = latency_histogram(3);
+    let mut series = Series::new(t0, interval_ns);
+    let mut all_players: Vec<(usize, PlayerRx)> = Vec::with_capacity(n_play);
+    let mut last_arrival_ns = 0u64;
+    for r in results {
+        last_arrival_ns = last_arrival_ns.max(r.last_arrival_ns);
+        latency.add(&r.latency).map_err(|e| format!("{e:?}"))?;
+        series.merge(&r.series);
+        all_players.extend(r.players);
+    }
+    all_players.sort_by_key(|(j, _)| *j);
+    let mut totals = RxTotals::default();
+    for (_, p) in &all_players {
+        totals.add(p);
+    }
+    let expected: Option<u64> = (n_pub > 0 && n_play > 0).then(|| {
+        (0..n_play)
+            .map(|j| {
+                subscribed(j)
+                    .iter()
+                    .map(|&i| sent.per_publisher[i])
+                    .sum::<u64>()
+            })
+            .sum()
+    });
+
+    // With publishers the run lasts as long as they sent; play-only runs last `duration`.
+    let send_ns = if n_pub > 0 {
+        sent.end_ns - t0
+    } else {
+        cfg.duration.as_nanos() as u64
+    };
+    let send_s = (send_ns as f64 / 1e9).max(1e-9);
+    // Receiving lasts until the last arrival when the target drains a backlog after the
+    // publishers stopped: the received rate is over that window, not the sending time.
+    let rx_window_s = (last_arrival_ns.saturating_sub(t0).max(send_ns) as f64 / 1e9).max(1e-9);
+    let sent_packets: u64 = sent.per_publisher.iter().sum();
+    let pct = |a: u64, b: u64| {
+        if b == 0 {
+            0.0
+        } else {
+            a as f64 * 100.0 / b as f64
+        }
+    };
+    let delivery_loss = expected.map(|e| e.saturating_sub(totals.unique));
+
+    let interval_s = interval_ns as f64 / 1e9;
+    let full_intervals = ((send_ns / interval_ns) as usize).max(1);
+    let series_points = (0..full_intervals)
+        .map(|i| {
+            let b = series.buckets.get(i);
+            let q = |q: f64| {
+                b.filter(|b| !b.latency.is_empty())
+                    .map_or(0.0, |b| b.latency.value_at_quantile(q) as f64 / 1000.0)
+            };
+            let tx_pps = sent.per_interval.get(i).copied().unwrap_or(0) as f64 / interval_s;
+            Point {
+                t_s: i as f64 * interval_s,
+                tx_pps,
+                expected_rx_pps: tx_pps * fanout_factor,
+                rx_pps: b.map_or(0, |b| b.packets) as f64 / interval_s,
+                p50_us: q(0.5),
+                p99_us: q(0.99),
+                p999_us: q(0.999),
+            }
+        })
+        .collect();
+
+    let rss = match (cfg.server_pid, rss_before, rss_after_players, rss_after_run) {
+        (Some(pid), Some(b), Some(a), Some(r)) if play_sessions > 0 => Some(Rss {
+            pid,
+            before_players_kib: b,
+            after_players_kib: a,
+            after_run_kib: r,
+            per_player_kib: (a as f64 - b as f64) / play_sessions as f64,
+            per_player_after_run_kib: (r as f64 - b as f64) / play_sessions as f64,
+        }),
+        _ => None,
+    };
+
+    Ok(Report {
+        target: target_name.into(),
+        target_addr,
+        publishers: cfg.publishers,
+        players: cfg.players,
+        play_sessions,
+        pps_per_publisher: cfg.pps,
+        packet_size: cfg.size,
+        latency_clock: if cfg.kernel_timestamps {
+            "kernel receive timestamp".into()
+        } else {
+            "user-space receive time".into()
+        },
+        duration_s: cfg.duration.as_secs_f64(),
+        send_s,
+        setup,
+        sent: Sent {
+            packets: sent_packets,
+            bytes: sent.bytes,
+            failed: sent.failed,
+            pps: sent_packets as f64 / send_s,
+            mbit_s: sent.bytes as f64 * 8.0 / send_s / 1e6,
+        },
+        received: Received {
+            packets: totals.packets,
+            bytes: totals.bytes,
+            window_s: rx_window_s,
+            pps: totals.packets as f64 / rx_window_s,
+            mbit_s: totals.bytes as f64 * 8.0 / rx_window_s / 1e6,
+            unique: totals.unique,
+            expected,
+            delivery_loss,
+            delivery_loss_pct: expected.zip(delivery_loss).map(|(e, l)| pct(l, e)),
+            seq_gap_loss: totals.seq_gap_loss,
+            seq_gap_loss_pct: pct(totals.seq_gap_loss, totals.seq_expected),
+            gap_events: totals.gap_events,
+            reordered: totals.reordered,
+            duplicates: totals.duplicates,
+            malformed: totals.malformed,
+            player_socket_drops: totals.socket_drops,
+            streams: totals.streams,
+        },
+        latency: Latency::from_histogram(&latency),
+        jitter: Jitter {
+            mean_us: totals.jitter_mean_ns / 1000.0,
+            max_us: totals.jitter_max_ns / 1000.0,
+        },
+        rss,
+        host_udp_rcvbuf_errors,
+        series: series_points,
+    })
+}
+
+/// Shows progress until the sender is done (indicatif bar on a terminal, a line per second
+/// otherwise).
+fn progress_loop(
+    cfg: &FanoutConfig,
+    t0: u64,
+    end: u64,
+    tx: &AtomicU64,
+    rx: &AtomicU64,
+    fanout_factor: f64,
+    sender: &JoinHandle<SenderResult>,
+) {
+    let total_ms = (end - t0) / 1_000_000;
+    let tty = std::io::stderr().is_terminal();
+    let bar = if cfg.progress && tty {
+        let b = ProgressBar::new(total_ms);
+        b.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {wide_bar} {percent:>3}% {msg}",
+            )
+            .expect("valid template"),
+        );
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    let (mut last_t, mut last_tx, mut last_rx) = (mono_ns(), 0u64, 0u64);
+    let mut next_line = t0 + 1_000_000_000;
+    while !sender.is_finished() {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = mono_ns();
+        if now.saturating_sub(last_t) < 500_000_000 && now < next_line {
+            continue;
+        }
+        let (t, r) = (tx.load(Ordering::Relaxed), rx.load(Ordering::Relaxed));
+        let dt = (now - last_t) as f64 / 1e9;
+        let (tx_pps, rx_pps) = ((t - last_tx) as f64 / dt, (r - last_rx) as f64 / dt);
+        let want = tx_pps * fanout_factor;
+        let msg = format!(
+            "tx {:.0} pps  rx {:.0} pps{}",
+            tx_pps,
+            rx_pps,
+            if want > 0.0 {
+                format!(" ({:.1}% of expected)", rx_pps * 100.0 / want)
+            } else {
+                String::new()
+            }
+        );
+        bar.set_position(now.saturating_sub(t0).min(end - t0) / 1_000_000);
+        bar.set_message(msg.clone());
+        if cfg.progress && !tty && now >= next_line {
+            eprintln!("t={:>5.1}s {msg}", now.saturating_sub(t0) as f64 / 1e9);
+            next_line += 1_000_000_000;
+        }
+        (last_t, last_tx, last_rx) = (now, t, r);
+    }
+    bar.finish_and_clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::relay::{spawn, RelayConfig};
+
+    /// The whole pipeline against the in-process raw relay: nothing is lost on loopback at a
+    /// low rate, and the report adds up.
+    #[test]
+    fn end_to_end_against_the_raw_relay() {
+        let base = 47_000 + (std::process::id() % 1000) as u16 * 8;
+        let relay = spawn(RelayConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            to: (0..3)
+                .map(|j| SocketAddr::from(([127, 0, 0, 1], base + j)))
+                .collect(),
+            batch: 32,
+            threads: 2,
+            duration: Duration::from_secs(30),
+            report_every: None,
+            buffer_bytes: 1 << 20,
+        })
+        .unwrap();
+        let mut cfg = FanoutConfig::new(
+            Target::Raw { relay: relay.addr },
+            vec!["a".into(), "b".into()],
+            2,
+            3,
+        );
+        cfg.pps = 200;
+        cfg.size = 200;
+        cfg.duration = Duration::from_millis(1500);
+        cfg.drain = Duration::from_millis(300);
+        cfg.interval = Duration::from_millis(500);
+        cfg.player_base_port = base;
+        cfg.recv_threads = 2;
+        cfg.progress = false;
+        let r = run(&cfg).unwrap();
+        let st = relay.stop().unwrap();
+        // 2 publishers x 200 pps x 1.5 s, paced from t0 (the first packet is due at t0).
+        assert!(
+            (595..=605).contains(&r.sent.packets),
+            "sent {}",
+            r.sent.packets
+        );
+        assert_eq!(st.packets_in, r.sent.packets);
+        assert_eq!(r.received.expected, Some(3 * r.sent.packets));
+        assert_eq!(r.received.delivery_loss, Some(0), "{}", r.summary());
+        assert_eq!(r.received.unique, r.received.packets);
+        assert_eq!(r.received.streams, 6, "3 players x 2 publishers");
+        assert_eq!(
+            (
+                r.received.seq_gap_loss,
+                r.received.duplicates,
+                r.received.malformed
+            ),
+            (0, 0, 0)
+        );
+        assert_eq!(r.received.player_socket_drops, 0);
+        assert_eq!(r.series.len(), 3);
+        assert!(
+            r.series.iter().all(|p| (350.0..=450.0).contains(&p.tx_pps)),
+            "{:?}",
+            r.series
+        );
+        assert!(r.latency.samples == r.received.packets && r.latency.p50_us > 0.0);
+        assert!(
+            r.latency.p50_us < 100_000.0,
+            "loopback latency {} us",
+            r.latency.p50_us
+        );
+        assert_eq!(r.play_sessions, 0);
+    }
+
+    #[test]
+    fn publish_only_run_sends_at_the_requested_rate() {
+        let sink = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut cfg = FanoutConfig::new(
+            Target::Raw {
+                relay: sink.local_addr().unwrap(),
+            },
+            vec!["p".into()],
+            1,
+            0,
+        );
+        cfg.pps = 500;
+        cfg.size = 100;
+        cfg.duration = Duration::from_millis(400);
+        cfg.progress = false;
+        let t = Instant::now();
+        let r = run(&cfg).unwrap();
+        assert!(
+            t.elapsed() < Duration::from_secs(2),
+            "no drain without players"
+        );
+        assert_eq!(r.sent.packets, 200);
+        assert_eq!(r.sent.bytes, 200 * 100);
+        assert_eq!((r.received.packets, r.received.expected), (0, None));
+        sink.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 200];
+        let n = std::iter::from_fn(|| sink.recv(&mut buf).ok()).count();
+        assert_eq!(n, 200);
+        let p = crate::pkt::parse_packet(&buf[..100]).unwrap();
+        assert_eq!((p.seq, p.publisher, p.payload_type), (199, 0, 96));
+    }
+
+    #[test]
+    fn rejects_bad_configs() {
+        let t = Target::Raw {
+            relay: "127.0.0.1:9".parse().unwrap(),
+        };
+        let mut c = FanoutConfig::new(t, vec!["a".into()], 1, 1);
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("player-base-port"));
+        c.player_base_port = 65535;
+        assert!(c.validate().is_ok());
+        c.players = 2;
+        assert!(c.validate().is_err());
+        c.players = 1;
+        c.size = 10;
+        assert!(c.validate().is_err());
+        c.size = 100;
+        c.publishers = 2;
+        assert!(c.validate().is_err(), "one name for two publishers");
+    }
+}

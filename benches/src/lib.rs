@@ -1,0 +1,28 @@
+//! Load tools for the media server (the `load` binary) and helpers shared with the criterion
+//! benches in `benches/benches/`.
+//!
+//! Layout:
+//! - [`pkt`]: building and parsing the load tool's RTP packets (send timestamp + publisher index
+//!   in the payload).
+//! - [`rx`]: receiver-side accounting: loss from sequence gaps, reordering, duplicates, RFC 3550
+//!   jitter, one-way latency series.
+//! - [`net`]: batched UDP (`sendmmsg` / `recvmmsg`), epoll, address lists.
+//! - [`relay`]: the raw batched UDP relay, the physical-limit baseline.
+//! - [`rest`]: the server's REST API (publish / play / terminate).
+//! - [`fanout`]: one load run: sessions, paced publishers, receiving players, report.
+//! - [`report`] and [`plot`]: JSON report, human summary, comparison, SVG plot.
+
+pub mod clock;
+pub mod fanout;
+pub mod net;
+pub mod pkt;
+pub mod plot;
+pub mod relay;
+pub mod report;
+pub mod rest;
+pub mod rx;
+pub mod signal;
+
+/// Error type of the tool: anything printable.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+pub type Result<T> = std::result::Result<T, Error>;

@@ -1,0 +1,350 @@
+//! REST hooks: the server calls the operator's web server at `<app URL>/<method>` with a JSON
+//! POST. Authorisation hooks (connect, publishStream, playStream) gate session creation;
+//! StreamStatusEvent, unPublishStream and stopStream notify; StreamKeepAliveEvent runs
+//! periodically and a 403 reply terminates that stream.
+//!
+//! Everything runs on the control thread's tokio runtime with a hyper-util client. Calls are
+//! bounded by a semaphore and each by a timeout, so a slow or dead web server can delay a
+//! hook by at most the timeout and never blocks media (shards never wait on control) or the
+//! REST API (requests are independent tasks).
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper_util::client::legacy::{connect::HttpConnector, Client};
+use hyper_util::rt::TokioExecutor;
+use serde_json::{json, Value};
+use tokio::sync::Semaphore;
+
+use crate::config::{HooksConfig, RestClientConfig, RestOnError, RestPolicy};
+use crate::core::{ApiError, Core, StatusChange};
+use engine::Status;
+
+/// Info of a stream stopped because its keep-alive was refused or failed.
+pub const KEEPALIVE_INFO: &str = "Terminated by keep-alive";
+
+/// Result of one hook call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    /// 2xx, with the reply body as JSON (Null when empty or not JSON).
+    Ok(Value),
+    /// The web server answered with a non-2xx status; `reason` from `{"reason": ...}` if given.
+    Rejected { status: u16, reason: Option<String> },
+    /// Transport error or timeout.
+    Failed(String),
+}
+
+/// Fields a web server may overwrite with `restPolicy = OVERWRITE`.
+pub const OVERWRITABLE: &[&str] = &["name", "hasAudio", "hasVideo", "audioCodec", "videoCodec"];
+
+pub struct Hooks {
+    core: Arc<Core>,
+    client: Client<HttpConnector, Full<Bytes>>,
+    sem: Arc<Semaphore>,
+    timeout: Duration,
+    secret: Option<ring::hmac::Key>,
+    keepalive_inflight: Mutex<HashSet<String>>,
+    cfg: HooksConfig,
+}
+
+/// `sha256=<hex>` HMAC of `body`.
+pub fn signature(key: &ring::hmac::Key, body: &[u8]) -> String {
+    let tag = ring::hmac::sign(key, body);
+    let hex: String = tag.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256={hex}")
+}
+
+fn exclude(mut body: Value, fields: &[String]) -> Value {
+    if let Some(o) = body.as_object_mut() {
+        for f in fields {
+            o.remove(f);
+        }
+    }
+    body
+}
+
+impl Hooks {
+    pub fn new(core: Arc<Core>, cfg: &HooksConfig) -> Arc<Hooks> {
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(Duration::from_millis(cfg.timeout_ms)));
+        http.set_nodelay(true);
+        Arc::new(Hooks {
+            core,
+            client: Client::builder(TokioExecutor::new()).build(http),
+            sem: Arc::new(Semaphore::new(cfg.max_concurrency.max(1))),
+            timeout: Duration::from_millis(cfg.timeout_ms),
+            secret: cfg
+                .hmac_secret
+                .as_ref()
+                .map(|s| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, s.as_bytes())),
+            keepalive_inflight: Mutex::new(HashSet::new()),
+            cfg: cfg.clone(),
+        })
+    }
+
+    /// One POST: waits for a concurrency permit, then at most the timeout.
+    pub async fn call(&self, url: &str, body: &Value) -> Outcome {
+        let Ok(_permit) = self.sem.acquire().await else {
+            return Outcome::Failed("hook client shut down".into());
+        };
+        let bytes = Bytes::from(body.to_string());
+        let mut req = match hyper::Request::post(url).body(Full::new(bytes.clone())) {
+            Ok(r) => r,
+            Err(e) => return Outcome::Failed(format!("bad hook URL {url}: {e}")),
+        };
+        req.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if let Some(k) = &self.secret {
+            if let Ok(v) = HeaderValue::from_str(&signature(k, &bytes)) {
+                req.headers_mut().insert("X-Signature", v);
+            }
+        }
+        let fut = async {
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| format!("{e:?}"))?;
+            let status = resp.status().as_u16();
+            let body = Limited::new(resp.into_body(), 64 * 1024)
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
+            Ok::<_, String>((
+                status,
+                serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null),
+            ))
+        };
+        match tokio::time::timeout(self.timeout, fut).await {
+            Err(_) => Outcome::Failed(format!("timeout after {} ms", self.timeout.as_millis())),
+            Ok(Err(e)) => Outcome::Failed(e),
+            Ok(Ok((status, v))) if (200..300).contains(&status) => Outcome::Ok(v),
+            Ok(Ok((status, v))) => Outcome::Rejected {
+                status,
+                reason: v["reason"].as_str().map(str::to_string),
+            },
+        }
+    }
+
+    /// Runs an authorisation hook; on OVERWRITE applies the allowed fields to `obj`.
+    /// 4xx always denies (403 to the caller, with the web server's reason); errors, timeouts
+    /// and 5xx deny only with `restOnError = FAIL`.
+    pub async fn authorize(
+        &self,
+        method: &str,
+        app: &str,
+        obj: &mut Value,
+    ) -> Result<(), ApiError> {
+        let Some((url, rc)) = self.core.apps.lock().unwrap().hook(app, method) else {
+            return Ok(());
+        };
+        let outcome = self
+            .call(&url, &exclude(obj.clone(), &rc.rest_exclude))
+            .await;
+        match outcome {
+            Outcome::Ok(reply) => {
+                if rc.rest_policy == RestPolicy::Overwrite {
+                    apply_overwrite(&rc, &reply, obj);
+                }
+                Ok(())
+            }
+            Outcome::Rejected { status, reason } if (400..500).contains(&status) => {
+                let reason =
+                    reason.unwrap_or_else(|| format!("{method} denied by web server ({status})"));
+                tracing::info!(method, app, status, %reason, name = %obj["name"], "hook denied");
+                Err(ApiError::new(403, reason))
+            }
+            other => {
+                let what = match other {
+                    Outcome::Rejected { status, .. } => format!("status {status}"),
+                    Outcome::Failed(e) => e,
+                    Outcome::Ok(_) => unreachable!(),
+                };
+                if rc.rest_on_error == RestOnError::Fail {
+                    tracing::warn!(method, app, error = %what, "hook failed; denying (restOnError=FAIL)");
+                    Err(ApiError::new(502, format!("{method} hook failed: {what}")))
+                } else {
+                    tracing::warn!(method, app, error = %what, "hook failed; going on (restOnError=LOG)");
+                    Ok(())
+                }
+            }
+        }
+    }
+
+    /// Starts the status-event and keep-alive tasks on the current runtime.
+    pub fn spawn_background(self: &Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<StatusChange>();
+        self.core
+            .listen(Box::new(move |c| tx.send(c.clone()).is_ok()));
+        let me = self.clone();
+        let mut stop1 = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    _ = stop1.changed() => return,
+                    c = rx.recv() => match c {
+                        Some(c) => me.on_status(c),
+                        None => return,
+                    },
+                }
+            }
+        });
+        if self.cfg.keep_alive.enabled {
+            let me = self.clone();
+            let mut stop2 = stop;
+            tokio::spawn(async move {
+                let period = Duration::from_millis(me.cfg.keep_alive.interval_ms.max(10));
+                let mut tick =
+                    tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tokio::select! {
+                        _ = stop2.changed() => return,
+                        _ = tick.tick() => me.keep_alive_round(),
+                    }
+                }
+            });
+            tracing::info!(interval_ms = self.cfg.keep_alive.interval_ms, apps = ?self.cfg.keep_alive.apps, "stream keep-alive enabled");
+        }
+    }
+
+    fn on_status(self: &Arc<Self>, c: StatusChange) {
+        if !matches!(
+            c.status,
+            Status::Publishing | Status::Playing | Status::Stopped | Status::Failed
+        ) {
+            return;
+        }
+        let mut obj = c.record.to_json(None, false);
+        obj["status"] = json!(c.status.as_str());
+        obj["info"] = json!(c.info);
+        let app = c.record.app_key.clone();
+        let mut methods = vec!["StreamStatusEvent"];
+        if c.status == Status::Stopped {
+            methods.push(if c.record.published {
+                "unPublishStream"
+            } else {
+                "stopStream"
+            });
+        }
+        for m in methods {
+            let Some((url, rc)) = self.core.apps.lock().unwrap().hook(&app, m) else {
+                continue;
+            };
+            let me = self.clone();
+            let body = exclude(obj.clone(), &rc.rest_exclude);
+            tokio::spawn(async move {
+                if let o @ (Outcome::Failed(_) | Outcome::Rejected { .. }) =
+                    me.call(&url, &body).await
+                {
+                    tracing::warn!(method = m, %url, outcome = ?o, "notification hook failed");
+                }
+            });
+        }
+    }
+
+    /// Sends StreamKeepAliveEvent for every live stream of the configured apps.
+    fn keep_alive_round(self: &Arc<Self>) {
+        let all = self.core.find(&Default::default());
+        for r in all {
+            if !self.cfg.keep_alive.apps.contains(&r.app_key) {
+                continue;
+            }
+            let Some((url, rc)) = self
+                .core
+                .apps
+                .lock()
+                .unwrap()
+                .hook(&r.app_key, "StreamKeepAliveEvent")
+            else {
+                continue;
+            };
+            // One keep-alive per stream in flight: a hanging web server does not pile them up.
+            if !self
+                .keepalive_inflight
+                .lock()
+                .unwrap()
+                .insert(r.media_session_id.clone())
+            {
+                continue;
+            }
+            let body = exclude(r.to_json(None, false), &rc.rest_exclude);
+            let me = self.clone();
+            tokio::spawn(async move {
+                let outcome = me.call(&url, &body).await;
+                me.keepalive_inflight
+                    .lock()
+                    .unwrap()
+                    .remove(&r.media_session_id);
+                let stop = match &outcome {
+                    Outcome::Ok(_) => false,
+                    Outcome::Rejected { status: 403, .. } => true,
+                    _ => rc.rest_on_error == RestOnError::Fail,
+                };
+                if stop {
+                    tracing::info!(id = %r.media_session_id, name = %r.name, published = r.published, outcome = ?outcome, "keep-alive refused; terminating");
+                    me.core.terminate_one(&r.media_session_id, KEEPALIVE_INFO);
+                } else if !matches!(outcome, Outcome::Ok(_)) {
+                    tracing::warn!(id = %r.media_session_id, outcome = ?outcome, "keep-alive failed; keeping stream (restOnError=LOG)");
+                }
+            });
+        }
+    }
+}
+
+fn apply_overwrite(rc: &RestClientConfig, reply: &Value, obj: &mut Value) {
+    for f in &rc.rest_overwrite {
+        if !OVERWRITABLE.contains(&f.as_str()) {
+            tracing::warn!(field = %f, "restOverwrite field not supported; ignored");
+            continue;
+        }
+        if let Some(v) = reply.get(f) {
+            obj[f.as_str()] = v.clone();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signature_is_hex_hmac_sha256() {
+        // RFC 4231 test case 2.
+        let k = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, b"Jefe");
+        assert_eq!(
+            signature(&k, b"what do ya want for nothing?"),
+            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
+        );
+    }
+
+    #[test]
+    fn overwrite_only_listed_and_allowed_fields() {
+        let rc = RestClientConfig {
+            rest_policy: RestPolicy::Overwrite,
+            rest_overwrite: vec!["name".into(), "appKey".into()],
+            ..Default::default()
+        };
+        let mut obj = json!({"name": "a", "appKey": "x", "hasAudio": false});
+        apply_overwrite(
+            &rc,
+            &json!({"name": "b", "appKey": "evil", "hasAudio": true}),
+            &mut obj,
+        );
+        assert_eq!(obj, json!({"name": "b", "appKey": "x", "hasAudio": false}));
+    }
+
+    #[test]
+    fn exclude_removes_fields() {
+        let v = exclude(
+            json!({"a": 1, "sdp": "x", "b": 2}),
+            &["sdp".into(), "b".into()],
+        );
+        assert_eq!(v, json!({"a": 1}));
+    }
+}
