@@ -225,6 +225,13 @@ fn keyframe_requests_are_coalesced_and_nacks_translated() {
     let (_, media, _) = publish(&base, "k");
     let publisher = UdpSocket::bind("127.0.0.1:0").unwrap();
     send_stream(&publisher, media, 0xCAFE, 1000, 1, 0);
+    // Seq 1000 must be forwarded (to nobody) before players join, or the first player gets
+    // it and the NACK arithmetic below is off by one.
+    assert!(wait_until(T, || !find(
+        &base,
+        json!({"name": "k", "status": "PUBLISHING"})
+    )
+    .is_empty()));
     let players: Vec<Player> = (0..6).map(|_| Player::join(&base, "k", None)).collect();
     // Joins trigger keyframe requests; six joins within the interval cost at most two PLIs
     // (the coalescing window may straddle them).
