@@ -7,12 +7,17 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use engine::{Command, Engine, EngineConfig, Event, NewSession, Role, SessionId, Status, StreamId};
+use engine::srtp::SrtpContext;
+use engine::{
+    Command, Engine, EngineConfig, Event, NewLeg, NewSession, Role, SessionId, Status, StreamId,
+};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::apps::Apps;
 use crate::config::Config;
 use crate::registry::{Counters, CreateError, Filter, Registry, SessionRecord, Topology};
+use crate::sdp::MediaSection;
+use crate::signal::LegSpec;
 
 /// An error for the REST caller: HTTP status and message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -45,6 +50,10 @@ pub struct CreateRequest {
     pub video_codec: Option<String>,
     /// Pre-assigned mediaSessionId (hooks see it before the session exists).
     pub media_session_id: Option<String>,
+    /// One per socket (SDP-signalled sessions); empty = one plain leg to/from `peer`.
+    pub legs: Vec<LegSpec>,
+    /// Publishers signalled with SDP: the media they send, for players' SDP.
+    pub media: Vec<MediaSection>,
 }
 
 /// Shard-side facts about a live session, from a stats snapshot.
@@ -219,20 +228,26 @@ impl Core {
                 ),
             })?
         };
-        let socket = match self
-            .ports
-            .lock()
-            .unwrap()
-            .bind(self.cfg.media.bind, req.published)
-        {
-            Ok(s) => s,
+        let specs = if req.legs.is_empty() {
+            vec![LegSpec {
+                peer: req.peer,
+                ..Default::default()
+            }]
+        } else {
+            req.legs.clone()
+        };
+        let legs = match self.bind_legs(&specs, req.published) {
+            Ok(l) => l,
             Err(e) => {
                 self.reg.lock().unwrap().unreserve(&req.name);
-                tracing::error!(error = %e, "no free media port");
-                return Err(ApiError::new(503, format!("no free media port: {e}")));
+                return Err(e);
             }
         };
-        let port = socket.local_addr().map(|a| a.port()).unwrap_or(0);
+        let ports: Vec<u16> = legs
+            .iter()
+            .map(|l| l.socket.local_addr().map(|a| a.port()).unwrap_or(0))
+            .collect();
+        let port = ports[0];
         let shard = req
             .shard
             .unwrap_or_else(|| self.rr.fetch_add(1, Ordering::Relaxed) % n);
@@ -251,7 +266,13 @@ impl Core {
             shard,
             port,
             stream,
-            remote: req.peer,
+            remote: req.peer.or(specs[0].peer),
+            ports,
+            srtp: specs
+                .iter()
+                .any(|l| l.srtp_in.is_some() || l.srtp_out.is_some()),
+            media: req.media.clone(),
+            sprop: None,
             has_audio: req.has_audio,
             has_video: req.has_video,
             audio_codec: req.audio_codec.clone(),
@@ -269,8 +290,7 @@ impl Core {
                 } else {
                     Role::Player
                 },
-                socket,
-                peer: req.peer,
+                legs,
             }),
         );
         self.apply_topology(topo);
@@ -280,6 +300,45 @@ impl Core {
         );
         self.notify(&record, Status::Pending, "");
         Ok(record)
+    }
+
+    /// Binds one socket per leg and builds the SRTP contexts (key derivation stays here, off
+    /// the shards).
+    fn bind_legs(&self, specs: &[LegSpec], publisher: bool) -> Result<Vec<NewLeg>, ApiError> {
+        let srtp = |k: &Option<engine::srtp::SrtpKeys>| {
+            k.as_ref()
+                .map(SrtpContext::new)
+                .transpose()
+                .map_err(|e| ApiError::new(400, format!("SRTP: {e}")))
+        };
+        let mut out = Vec::with_capacity(specs.len());
+        for l in specs {
+            let socket = self
+                .ports
+                .lock()
+                .unwrap()
+                .bind(self.cfg.media.bind, publisher)
+                .map_err(|e| {
+                    tracing::error!(error = %e, "no free media port");
+                    ApiError::new(503, format!("no free media port: {e}"))
+                })?;
+            out.push(NewLeg {
+                kind: l.kind,
+                socket,
+                peer: l.peer,
+                payload_types: l.payload_types.clone(),
+                pt_map: l.pt_map.clone(),
+                h264_payload_types: l.h264.clone(),
+                srtp_in: srtp(&l.srtp_in)?,
+                srtp_out: srtp(&l.srtp_out)?,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The publisher of stream `name`, if any.
+    pub fn publisher_of(&self, name: &str) -> Option<SessionRecord> {
+        self.reg.lock().unwrap().publisher_of(name).cloned()
     }
 
     /// Tells the shards concerned where a stream's packets and feedback go.
@@ -465,6 +524,15 @@ impl Core {
                 if let Some(r) = rec {
                     tracing::info!(id = %r.media_session_id, name = %r.name, status = status.as_str(), info, "status");
                     self.notify(&r, status, &info);
+                }
+            }
+            Event::ParamSets { id, sps, pps } => {
+                use base64::Engine as _;
+                let b64 = base64::engine::general_purpose::STANDARD;
+                let sprop = format!("{},{}", b64.encode(sps), b64.encode(pps));
+                if let Some(r) = self.reg.lock().unwrap().get_mut(id) {
+                    tracing::debug!(id = %r.media_session_id, %sprop, "H264 parameter sets cached");
+                    r.sprop = Some(sprop);
                 }
             }
             Event::Removed { id } => {

@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod registry;
 pub mod sdp;
 pub mod server;
+pub mod signal;
 pub mod tls;
 
 pub use config::Config;

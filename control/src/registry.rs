@@ -23,6 +23,14 @@ pub struct SessionRecord {
     pub port: u16,
     pub stream: StreamId,
     pub remote: Option<SocketAddr>,
+    /// Server ports, one per leg (`port` is the first).
+    pub ports: Vec<u16>,
+    /// Whether any leg is SRTP.
+    pub srtp: bool,
+    /// Publishers signalled with SDP: the media sections they send.
+    pub media: Vec<crate::sdp::MediaSection>,
+    /// Publishers: the latest H264 SPS/PPS seen, as `sprop-parameter-sets` (base64).
+    pub sprop: Option<String>,
     pub has_audio: bool,
     pub has_video: bool,
     pub audio_codec: Option<String>,
@@ -61,6 +69,8 @@ impl SessionRecord {
             "videoCodec": self.video_codec,
             "remoteAddress": self.remote.map(|a| a.to_string()),
             "serverPort": self.port,
+            "serverPorts": self.ports,
+            "srtp": self.srtp,
             "shard": self.shard,
             "packetsIn": c.packets_in,
             "bytesIn": c.bytes_in,
@@ -332,6 +342,14 @@ impl Registry {
         Some((r, topo))
     }
 
+    /// The publisher of stream `name`, if it has one.
+    pub fn publisher_of(&self, name: &str) -> Option<&SessionRecord> {
+        self.streams
+            .get(name)
+            .and_then(|e| e.publisher)
+            .and_then(|p| self.sessions.get(&p))
+    }
+
     pub fn get(&self, id: SessionId) -> Option<&SessionRecord> {
         self.sessions.get(&id)
     }
@@ -385,6 +403,10 @@ mod tests {
             port: 0,
             stream,
             remote: None,
+            ports: vec![0],
+            srtp: false,
+            media: Vec::new(),
+            sprop: None,
             has_audio: false,
             has_video: false,
             audio_codec: None,

@@ -55,7 +55,7 @@ impl SdpError {
         }
     }
 
-    fn general(message: impl Into<String>) -> SdpError {
+    pub(crate) fn general(message: impl Into<String>) -> SdpError {
         SdpError {
             line: None,
             message: message.into(),
@@ -762,7 +762,7 @@ fn ip_fields(ip: IpAddr) -> String {
     }
 }
 
-fn write_payload_attrs(out: &mut String, pts: &[PayloadType]) {
+pub(crate) fn write_payload_attrs(out: &mut String, pts: &[PayloadType]) {
     for p in pts {
         if let Some(r) = &p.rtpmap {
             out.push_str(&format!("a=rtpmap:{} {r}\r\n", p.pt));

@@ -64,14 +64,22 @@ struct PublishBody {
     audio_codec: Option<String>,
     #[serde(default)]
     video_codec: Option<String>,
+    /// SDP offer (RTP/AVP, or SRTP with a=crypto): one server port per m= section.
+    #[serde(default)]
+    sdp: Option<String>,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct PlayBody {
     name: String,
-    host: std::net::IpAddr,
-    port: u16,
+    #[serde(default)]
+    host: Option<std::net::IpAddr>,
+    #[serde(default)]
+    port: Option<u16>,
+    /// The player's SDP offer (where it receives, what it decodes), instead of host/port.
+    #[serde(default)]
+    sdp: Option<String>,
     #[serde(default)]
     app_key: Option<String>,
     #[serde(default)]
@@ -107,6 +115,7 @@ impl Api {
     async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Resp {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
+        let query = req.uri().query().unwrap_or("").to_string();
         if path.starts_with("/rest-api/") {
             if let Some(token) = &self.core.cfg.http.token {
                 let ok = req
@@ -138,6 +147,10 @@ impl Api {
         let r = match (&method, path.as_str()) {
             (&Method::POST, "/rest-api/publish") => self.publish(&body, peer).await,
             (&Method::POST, "/rest-api/play") => self.play(&body, peer).await,
+            (&Method::GET, p) if p.starts_with("/rest-api/stream/") && p.ends_with(".sdp") => {
+                let name = percent_decode(&p["/rest-api/stream/".len()..p.len() - 4]);
+                self.play_file(&name, &query, peer).await
+            }
             (&Method::POST, "/rest-api/stream/find_all") => self.find(&body, true).await,
             (&Method::POST, "/rest-api/stream/find") => self.find(&body, false).await,
             (&Method::POST, "/rest-api/stream/terminate") => self.terminate(&body),
@@ -217,7 +230,13 @@ impl Api {
 
     async fn publish(&self, body: &[u8], client: SocketAddr) -> Result<Resp, ApiError> {
         let b: PublishBody = parse_json(body)?;
-        let req = CreateRequest {
+        let plan = b
+            .sdp
+            .as_deref()
+            .map(crate::signal::PublishPlan::new)
+            .transpose()
+            .map_err(|e| ApiError::new(400, format!("field `sdp`: {e}")))?;
+        let mut req = CreateRequest {
             name: b.name,
             published: true,
             app_key: b.app_key.unwrap_or_else(|| "defaultApp".into()),
@@ -227,30 +246,171 @@ impl Api {
             has_video: b.has_video.unwrap_or(false),
             audio_codec: b.audio_codec,
             video_codec: b.video_codec,
-            media_session_id: None,
+            ..Default::default()
         };
-        self.create(req, client).await
+        if let Some(p) = &plan {
+            let media = p.media();
+            let (a, v, ac, vc) = crate::signal::codecs(&media);
+            req.has_audio |= a;
+            req.has_video |= v;
+            req.audio_codec = req.audio_codec.or(ac);
+            req.video_codec = req.video_codec.or(vc);
+            req.legs = p.legs.clone();
+            req.media = media;
+        }
+        let rec = self.create(req, client).await?;
+        let mut reply = self.session_reply(&rec);
+        if let Some(p) = &plan {
+            match p.answer(self.core.cfg.media.public_ip, &rec.ports) {
+                Ok(a) => reply["sdp"] = json!(a),
+                Err(e) => {
+                    self.core
+                        .terminate_one(&rec.media_session_id, "Failed: SDP answer");
+                    return Err(ApiError::new(500, format!("SDP answer: {e}")));
+                }
+            }
+        }
+        Ok(json_resp(200, &reply))
     }
 
     async fn play(&self, body: &[u8], client: SocketAddr) -> Result<Resp, ApiError> {
         let b: PlayBody = parse_json(body)?;
-        if b.port == 0 {
-            return Err(ApiError::new(400, "field `port`: must be 1..=65535"));
-        }
-        let req = CreateRequest {
+        let mut req = CreateRequest {
             name: b.name,
             published: false,
             app_key: b.app_key.unwrap_or_else(|| "defaultApp".into()),
-            peer: Some(SocketAddr::new(b.host, b.port)),
             shard: b.shard,
             ..Default::default()
         };
-        self.create(req, client).await
+        let plan = match (b.sdp, b.host, b.port) {
+            (Some(sdp), None, None) => {
+                let media = self.stream_media(&req.name)?;
+                let plan = crate::signal::PlayPlan::new(&sdp, &media)
+                    .map_err(|e| ApiError::new(400, format!("field `sdp`: {e}")))?;
+                req.legs = plan.legs.clone();
+                Some(plan)
+            }
+            (None, Some(host), Some(port)) => {
+                if port == 0 {
+                    return Err(ApiError::new(400, "field `port`: must be 1..=65535"));
+                }
+                req.peer = Some(SocketAddr::new(host, port));
+                None
+            }
+            _ => {
+                return Err(ApiError::new(
+                    400,
+                    "give either `sdp` (the player's offer) or both `host` and `port`",
+                ))
+            }
+        };
+        let rec = self.create(req, client).await?;
+        let mut reply = self.session_reply(&rec);
+        if let Some(p) = &plan {
+            reply["sdp"] = json!(p.answer(self.core.cfg.media.public_ip, &rec.ports));
+        }
+        Ok(json_resp(200, &reply))
+    }
+
+    /// `GET /rest-api/stream/<name>.sdp?port=P[&host=H][&srtp=SUITE]`: creates a player that
+    /// sends the stream's sections to H:P, H:P+2, ... (H defaults to the caller's address) and
+    /// returns the SDP file to open with ffmpeg/ffplay/VLC.
+    async fn play_file(
+        &self,
+        name: &str,
+        query: &str,
+        client: SocketAddr,
+    ) -> Result<Resp, ApiError> {
+        let mut port = None;
+        let mut host = client.ip();
+        let mut srtp = None;
+        let mut app_key = "defaultApp".to_string();
+        for kv in query.split('&').filter(|kv| !kv.is_empty()) {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            let v = percent_decode(v);
+            match k {
+                "port" => {
+                    port = Some(v.parse::<u16>().ok().filter(|p| *p > 0).ok_or_else(|| {
+                        ApiError::new(400, format!("query `port`: {v:?} is not 1..=65535"))
+                    })?)
+                }
+                "host" => {
+                    host = v.parse().map_err(|_| {
+                        ApiError::new(400, format!("query `host`: {v:?} is not an IP address"))
+                    })?
+                }
+                "srtp" => {
+                    srtp = Some(
+                        v.parse::<engine::srtp::SrtpProfile>()
+                            .map_err(|e| ApiError::new(400, format!("query `srtp`: {e}")))?,
+                    )
+                }
+                "appKey" => app_key = v,
+                _ => {
+                    return Err(ApiError::new(
+                        400,
+                        format!("query `{k}`: unknown parameter (port, host, srtp, appKey)"),
+                    ))
+                }
+            }
+        }
+        let port = port.ok_or_else(|| {
+            ApiError::new(400, "query `port`: required (where the player receives)")
+        })?;
+        let media = self.stream_media(name)?;
+        let legs = crate::signal::file_legs(&media, host, port, srtp)
+            .map_err(|e| ApiError::new(400, e))?;
+        let req = CreateRequest {
+            name: name.to_string(),
+            published: false,
+            app_key,
+            legs: legs.clone(),
+            ..Default::default()
+        };
+        let rec = self.create(req, client).await?;
+        let sprop = self.core.publisher_of(name).and_then(|p| p.sprop);
+        let text = crate::signal::file_sdp(
+            name,
+            self.core.cfg.media.public_ip,
+            &media,
+            &legs,
+            sprop.as_deref(),
+        )
+        .map_err(|e| ApiError::new(500, format!("SDP: {e}")))?;
+        let mut r = Response::new(Full::new(Bytes::from(text)));
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
+        if let Ok(v) = HeaderValue::from_str(&rec.media_session_id) {
+            r.headers_mut().insert("x-media-session-id", v);
+        }
+        Ok(r)
+    }
+
+    /// The media description of a stream published with SDP.
+    fn stream_media(&self, name: &str) -> Result<Vec<crate::sdp::MediaSection>, ApiError> {
+        let p = self
+            .core
+            .publisher_of(name)
+            .ok_or_else(|| ApiError::new(404, "Stream not found"))?;
+        if p.media.is_empty() {
+            return Err(ApiError::new(
+                409,
+                format!(
+                    "stream `{name}` was published without SDP, so its codecs are unknown; \
+                     play it with `host` and `port`"
+                ),
+            ));
+        }
+        Ok(p.media)
     }
 
     /// Runs the authorisation hooks (connect, then publishStream/playStream), applies what an
     /// OVERWRITE policy changed, and creates the session.
-    async fn create(&self, mut req: CreateRequest, client: SocketAddr) -> Result<Resp, ApiError> {
+    async fn create(
+        &self,
+        mut req: CreateRequest,
+        client: SocketAddr,
+    ) -> Result<crate::registry::SessionRecord, ApiError> {
         // An unknown app has no hooks; Core::create rejects it with 400.
         let msid = uuid::Uuid::new_v4().to_string();
         let mut obj = json!({
@@ -291,8 +451,7 @@ impl Api {
             .map(str::to_string)
             .or(req.video_codec);
         req.media_session_id = Some(msid);
-        let rec = self.core.create(req)?;
-        Ok(json_resp(200, &self.session_reply(&rec)))
+        self.core.create(req)
     }
 
     fn session_reply(&self, rec: &crate::registry::SessionRecord) -> Value {
@@ -354,6 +513,30 @@ fn parse_filter(body: &[u8]) -> Result<Filter, ApiError> {
     Filter::from_body(b).map_err(|e| ApiError::new(400, e))
 }
 
+/// Decodes `%XX` escapes (and `+` as space) in a path segment or query value.
+fn percent_decode(s: &str) -> String {
+    let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' if i + 2 < b.len() => match (hex(b[i + 1]), hex(b[i + 2])) {
+                (Some(h), Some(l)) => {
+                    out.push(h << 4 | l);
+                    i += 3;
+                    continue;
+                }
+                _ => out.push(b'%'),
+            },
+            b'+' => out.push(b' '),
+            c => out.push(c),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -362,6 +545,7 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/rest-api/publish"),
     ("POST", "/rest-api/play"),
+    ("GET", "/rest-api/stream/{name}.sdp"),
     ("POST", "/rest-api/stream/find_all"),
     ("POST", "/rest-api/stream/find"),
     ("POST", "/rest-api/stream/terminate"),

@@ -57,10 +57,58 @@ pub struct NewSession {
     pub id: SessionId,
     pub stream: StreamId,
     pub role: Role,
+    /// One leg per media section (at least one, at most [`MAX_LEGS`]).
+    pub legs: Vec<NewLeg>,
+}
+
+/// Most legs (media sections / sockets) per session.
+pub const MAX_LEGS: usize = 4;
+
+/// What a leg carries, so keyframe requests (PLI) go to the video.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LegKind {
+    /// Unknown or mixed (plain RTP without SDP).
+    #[default]
+    Any,
+    Audio,
+    Video,
+}
+
+/// One socket of a session: a publisher's m= section or where a player receives one.
+#[derive(Debug)]
+pub struct NewLeg {
+    pub kind: LegKind,
     pub socket: UdpSocket,
     /// Players: where to send media. Publishers: the expected source, or `None` to latch the
     /// first valid RTP packet's source (comedia).
     pub peer: Option<SocketAddr>,
+    /// Players: payload types this leg carries (empty = all). Publishers: ignored.
+    pub payload_types: Vec<u8>,
+    /// Players: (publisher payload type, payload type this player negotiated) pairs.
+    pub pt_map: Vec<(u8, u8)>,
+    /// Publishers: H264 payload types, whose SPS/PPS the shard caches for late players.
+    pub h264_payload_types: Vec<u8>,
+    /// Decrypts what arrives on this leg (publisher media, player RTCP). Built by control
+    /// so key derivation stays off the shard.
+    pub srtp_in: Option<crate::srtp::SrtpContext>,
+    /// Encrypts what this leg sends (player media, RTCP to the publisher).
+    pub srtp_out: Option<crate::srtp::SrtpContext>,
+}
+
+impl NewLeg {
+    /// A plain-RTP leg carrying everything.
+    pub fn plain(socket: UdpSocket, peer: Option<SocketAddr>) -> NewLeg {
+        NewLeg {
+            kind: LegKind::Any,
+            socket,
+            peer,
+            payload_types: Vec::new(),
+            pt_map: Vec::new(),
+            h264_payload_types: Vec::new(),
+            srtp_in: None,
+            srtp_out: None,
+        }
+    }
 }
 
 /// Commands from control to one shard.
@@ -96,6 +144,12 @@ pub enum Event {
         status: Status,
         info: String,
         remote: Option<SocketAddr>,
+    },
+    /// A publisher's H264 parameter sets changed (sent once per change, not per packet).
+    ParamSets {
+        id: SessionId,
+        sps: Vec<u8>,
+        pps: Vec<u8>,
     },
     /// A session's resources are gone from its shard (after a stop).
     Removed { id: SessionId },
@@ -138,6 +192,8 @@ pub struct ShardCounters {
     pub dropped_malformed: u64,
     pub dropped_ring_full: u64,
     pub dropped_no_send_slot: u64,
+    /// SRTP/SRTCP packets that failed authentication, replay or decryption.
+    pub dropped_srtp: u64,
     pub send_errors: u64,
     pub keyframe_requests_sent: u64,
     pub keyframe_requests_coalesced: u64,

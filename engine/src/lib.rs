@@ -5,6 +5,7 @@ pub mod api;
 pub mod arena;
 mod bufring;
 pub mod feedback;
+pub mod h264;
 pub mod mesh;
 pub mod rewrite;
 pub mod rtp;

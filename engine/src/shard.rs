@@ -16,9 +16,11 @@ use crate::api::*;
 use crate::arena::PacketArena;
 use crate::bufring::BufRing;
 use crate::feedback::{self, Feedback, KeyframeCoalescer};
+use crate::h264;
 use crate::mesh::{Hop, Mesh};
 use crate::rewrite::Rewriter;
 use crate::rtp;
+use crate::srtp::SrtpContext;
 
 const BGID: u16 = 1;
 const KIND_RECV: u64 = 1;
@@ -52,14 +54,16 @@ impl Default for ShardConfig {
     }
 }
 
-fn ud(kind: u64, gen: u32, idx: usize) -> u64 {
-    (kind << 56) | ((gen as u64 & 0xff_ffff) << 32) | idx as u64
+/// user_data layout: kind (8 bits) | leg (8) | generation (16) | slot index (32).
+fn ud(kind: u64, gen: u32, leg: usize, idx: usize) -> u64 {
+    (kind << 56) | ((leg as u64 & 0xff) << 48) | ((gen as u64 & 0xffff) << 32) | idx as u64
 }
 
-fn ud_parts(u: u64) -> (u64, u32, usize) {
+fn ud_parts(u: u64) -> (u64, u32, usize, usize) {
     (
         u >> 56,
-        ((u >> 32) & 0xff_ffff) as u32,
+        ((u >> 32) & 0xffff) as u32,
+        ((u >> 48) & 0xff) as usize,
         (u & 0xffff_ffff) as usize,
     )
 }
@@ -141,14 +145,33 @@ struct SendSlot {
     pkt: Option<Bytes>,
 }
 
+/// One socket of a session (one media section).
+struct Leg {
+    socket: UdpSocket,
+    peer: Option<SocketAddr>,
+    peer_raw: Option<RawAddr>,
+    kind: LegKind,
+    /// Players: payload types carried (empty = all).
+    pts: Vec<u8>,
+    srtp_in: Option<SrtpContext>,
+    srtp_out: Option<SrtpContext>,
+    recv_armed: bool,
+    /// Publishers: the SSRC last received, the target of keyframe requests and NACKs.
+    last_ssrc: Option<u32>,
+    /// Players: (publisher payload type, player payload type).
+    pt_map: Vec<(u8, u8)>,
+    /// Publishers: H264 payload types and the latest parameter sets seen on them.
+    h264: Vec<u8>,
+    sps: Vec<u8>,
+    pps: Vec<u8>,
+}
+
 struct Session {
     id: SessionId,
     gen: u32,
     stream: StreamId,
     role: Role,
-    socket: UdpSocket,
-    peer: Option<SocketAddr>,
-    peer_raw: Option<RawAddr>,
+    legs: Vec<Leg>,
     rewriter: Rewriter,
     counters: SessionCounters,
     /// Highest sequence seen per payload type (publishers, for loss counting).
@@ -156,7 +179,20 @@ struct Session {
     payload_types: [Option<u8>; 4],
     active: bool,
     closing: bool,
-    recv_armed: bool,
+}
+
+impl Session {
+    fn remote(&self) -> Option<SocketAddr> {
+        self.legs.iter().find_map(|l| l.peer)
+    }
+
+    /// The leg a player sends payload type `pt` on.
+    fn leg_for(&self, pt: u8) -> Option<usize> {
+        self.legs
+            .iter()
+            .position(|l| l.pts.contains(&pt))
+            .or_else(|| self.legs.iter().position(|l| l.pts.is_empty()))
+    }
 }
 
 #[derive(Default)]
@@ -167,8 +203,6 @@ struct LocalStream {
     routes: Vec<usize>,
     publisher_shard: Option<usize>,
     keyframes: Option<KeyframeCoalescer>,
-    /// Source SSRC of the most recent video-like track, for PLI when a player joins.
-    last_ssrc: Option<u32>,
 }
 
 impl LocalStream {
@@ -200,6 +234,8 @@ pub(crate) struct Shard {
     arena: PacketArena,
     counters: ShardCounters,
     cqes: Vec<(u64, i32, u32)>,
+    /// Where a packet is assembled for per-player SRTP protection (reused, never shrinks).
+    scratch: Vec<u8>,
     deferred: Vec<(u64, i32, u32)>,
     wake_pending: Vec<bool>,
     next_gen: u32,
@@ -253,6 +289,7 @@ impl Shard {
             streams: HashMap::new(),
             counters: ShardCounters::default(),
             cqes: Vec::with_capacity(8192),
+            scratch: Vec::with_capacity(2048),
             deferred: Vec::with_capacity(8192),
             wake_pending: vec![false; n],
             next_gen: 1,
@@ -279,22 +316,26 @@ impl Shard {
         let fd = self.mesh.wakers[self.me].fd();
         let e = opcode::Read::new(types::Fd(fd), &mut *self.wake_buf as *mut u64 as *mut u8, 8)
             .build()
-            .user_data(ud(KIND_WAKE, 0, 0));
+            .user_data(ud(KIND_WAKE, 0, 0, 0));
         self.push_sqe(e);
     }
 
-    fn arm_recv(&mut self, idx: usize) {
+    fn arm_recv(&mut self, idx: usize, leg: usize) {
         let Some(s) = self.sessions[idx].as_mut() else {
             return;
         };
-        s.recv_armed = true;
+        let gen = s.gen;
+        let Some(l) = s.legs.get_mut(leg) else {
+            return;
+        };
+        l.recv_armed = true;
         let e = opcode::RecvMsgMulti::new(
-            types::Fd(s.socket.as_raw_fd()),
+            types::Fd(l.socket.as_raw_fd()),
             &*self.recv_hdr as *const libc::msghdr,
             BGID,
         )
         .build()
-        .user_data(ud(KIND_RECV, s.gen, idx));
+        .user_data(ud(KIND_RECV, gen, leg, idx));
         self.push_sqe(e);
     }
 
@@ -370,7 +411,7 @@ impl Shard {
                     self.fanout_local(stream, &pkt, &h);
                 }
             }
-            Hop::Keyframe { stream } => self.request_keyframe(stream, None),
+            Hop::Keyframe { stream } => self.request_keyframe(stream),
             Hop::Nack {
                 stream,
                 ssrc,
@@ -424,7 +465,7 @@ impl Shard {
         let mut freed = Vec::new();
         std::mem::swap(&mut freed, &mut self.cqes);
         for cqe in &mut cq {
-            let (kind, _, idx) = ud_parts(cqe.user_data());
+            let (kind, _, _, idx) = ud_parts(cqe.user_data());
             if kind == KIND_SEND {
                 freed.push((idx as u64, cqe.result(), 0));
             } else {
@@ -449,17 +490,17 @@ impl Shard {
     }
 
     fn handle_cqe(&mut self, u: u64, res: i32, flags: u32) {
-        let (kind, gen, idx) = ud_parts(u);
+        let (kind, gen, leg, idx) = ud_parts(u);
         match kind {
             KIND_SEND => self.finish_send(idx, res),
             KIND_WAKE => self.arm_wake(),
-            KIND_RECV => self.handle_recv(gen, idx, res, flags),
+            KIND_RECV => self.handle_recv(gen, leg, idx, res, flags),
             KIND_CANCEL => {}
             _ => {}
         }
     }
 
-    fn handle_recv(&mut self, gen: u32, idx: usize, res: i32, flags: u32) {
+    fn handle_recv(&mut self, gen: u32, leg: usize, idx: usize, res: i32, flags: u32) {
         let bid = cqueue::buffer_select(flags);
         if res >= 0 {
             if let Some(bid) = bid {
@@ -473,7 +514,7 @@ impl Shard {
                             self.counters.dropped_malformed += 1;
                         } else {
                             let src = parse_name(out.name_data());
-                            self.handle_datagram(idx, src, out.payload_data());
+                            self.handle_datagram(idx, leg, src, out.payload_data());
                         }
                     }
                 }
@@ -487,44 +528,62 @@ impl Shard {
             if s.gen != gen {
                 return;
             }
-            s.recv_armed = false;
+            if let Some(l) = s.legs.get_mut(leg) {
+                l.recv_armed = false;
+            }
             if s.closing {
-                self.finalize(idx);
+                if s.legs.iter().all(|l| !l.recv_armed) {
+                    self.finalize(idx);
+                }
             } else {
                 // ENOBUFS (pool momentarily empty) or a transient error ends multishot.
                 self.counters.recv_rearms += 1;
-                self.arm_recv(idx);
+                self.arm_recv(idx, leg);
             }
         }
     }
 
-    fn handle_datagram(&mut self, idx: usize, src: Option<SocketAddr>, data: &[u8]) {
+    fn handle_datagram(&mut self, idx: usize, leg: usize, src: Option<SocketAddr>, data: &[u8]) {
         self.counters.packets_in += 1;
         self.counters.bytes_in += data.len() as u64;
         let s = self.sessions[idx].as_mut().expect("live session");
+        let Some(l) = s.legs.get_mut(leg) else {
+            return;
+        };
         let Some(src) = src else {
             self.counters.dropped_unknown_source += 1;
             return;
         };
-        match s.peer {
+        let rtcp = rtp::is_rtcp(data);
+        match l.peer {
             Some(p) if p == src => {}
-            None if s.role == Role::Publisher
-                && !rtp::is_rtcp(data)
-                && rtp::parse_rtp(data).is_ok() =>
-            {
-                // Comedia: the first valid RTP packet decides who the publisher is.
-                s.peer = Some(src);
-                s.peer_raw = Some(RawAddr::new(src));
-            }
+            // Comedia: the first RTP packet decides who the publisher is (for SRTP, only
+            // once it authenticates, so a forged packet cannot hijack the leg).
+            None if s.role == Role::Publisher && !rtcp && rtp::parse_rtp(data).is_ok() => {}
             _ => {
                 self.counters.dropped_unknown_source += 1;
                 s.counters.dropped += 1;
                 return;
             }
         }
-        s.counters.packets_in += 1;
-        s.counters.bytes_in += data.len() as u64;
-        if rtp::is_rtcp(data) {
+        if rtcp {
+            let plain;
+            let data: &[u8] = match l.srtp_in.as_mut() {
+                Some(ctx) => match ctx.unprotect_rtcp(data) {
+                    Ok(p) => {
+                        plain = p;
+                        &plain
+                    }
+                    Err(_) => {
+                        self.counters.dropped_srtp += 1;
+                        s.counters.dropped += 1;
+                        return;
+                    }
+                },
+                None => data,
+            };
+            s.counters.packets_in += 1;
+            s.counters.bytes_in += data.len() as u64;
             if rtp::validate_rtcp(data).is_err() {
                 self.counters.dropped_malformed += 1;
                 s.counters.dropped += 1;
@@ -538,18 +597,59 @@ impl Shard {
         }
         if s.role == Role::Player {
             // Players only send RTCP.
+            s.counters.packets_in += 1;
             self.counters.dropped_malformed += 1;
             s.counters.dropped += 1;
             return;
         }
-        let h = match rtp::parse_rtp(data) {
-            Ok(h) => h,
-            Err(_) => {
-                self.counters.dropped_malformed += 1;
-                s.counters.dropped += 1;
-                return;
+        // SRTP: the library hands back the decrypted packet as its own `Bytes`, which is
+        // forwarded as is. Plain RTP is validated first, then copied once into the arena.
+        let (pkt, h) = match l.srtp_in.as_mut() {
+            Some(ctx) => {
+                let Ok(p) = ctx.unprotect_rtp(data) else {
+                    self.counters.dropped_srtp += 1;
+                    s.counters.dropped += 1;
+                    return;
+                };
+                match rtp::parse_rtp(&p) {
+                    Ok(h) => (p, h),
+                    Err(_) => {
+                        self.counters.dropped_malformed += 1;
+                        s.counters.dropped += 1;
+                        return;
+                    }
+                }
             }
+            None => match rtp::parse_rtp(data) {
+                Ok(h) => {
+                    let p = self.arena.copy(data);
+                    self.counters.arena_grows = self.arena.grows;
+                    (p, h)
+                }
+                Err(_) => {
+                    self.counters.dropped_malformed += 1;
+                    s.counters.dropped += 1;
+                    return;
+                }
+            },
         };
+        if l.peer.is_none() {
+            l.peer = Some(src);
+            l.peer_raw = Some(RawAddr::new(src));
+        }
+        l.last_ssrc = Some(h.ssrc);
+        if l.h264.contains(&h.payload_type) {
+            let payload = pkt.get(h.payload_offset..).unwrap_or_default();
+            if h264::may_have_param_sets(payload) && cache_param_sets(l, payload) {
+                let _ = self.events.send(Event::ParamSets {
+                    id: s.id,
+                    sps: l.sps.clone(),
+                    pps: l.pps.clone(),
+                });
+            }
+        }
+        s.counters.packets_in += 1;
+        s.counters.bytes_in += data.len() as u64;
         track_loss(s, &h);
         let stream = s.stream;
         if !s.active {
@@ -558,14 +658,9 @@ impl Shard {
                 id: s.id,
                 status: Status::Publishing,
                 info: String::new(),
-                remote: s.peer,
+                remote: Some(src),
             });
         }
-        if let Some(ls) = self.streams.get_mut(&stream) {
-            ls.last_ssrc = Some(h.ssrc);
-        }
-        let pkt = self.arena.copy(data);
-        self.counters.arena_grows = self.arena.grows;
         self.fanout_local(stream, &pkt, &h);
         self.fanout_remote(stream, &pkt);
     }
@@ -622,8 +717,14 @@ impl Shard {
             self.free_slots.push(slot as u32);
             return;
         };
+        // A player that did not ask for this payload type (e.g. audio-only) just skips it.
+        let Some(li) = s.leg_for(h.payload_type) else {
+            self.free_slots.push(slot as u32);
+            return;
+        };
+        let l = &mut s.legs[li];
         let (Some(raw), Some(rw)) = (
-            s.peer_raw,
+            l.peer_raw,
             s.rewriter
                 .rewrite(h.payload_type, h.seq, h.timestamp, h.ssrc),
         ) else {
@@ -631,6 +732,56 @@ impl Shard {
             self.free_slots.push(slot as u32);
             return;
         };
+        let sl = &mut self.slots[slot];
+        let head = sl.head.first_chunk_mut::<12>().expect("16-byte head");
+        rtp::write_rewritten_header(pkt, rw.seq, rw.timestamp, rw.ssrc, head);
+        if let Some(&(_, to)) = l.pt_map.iter().find(|(from, _)| *from == h.payload_type) {
+            head[1] = (head[1] & 0x80) | to;
+        }
+        let payload = &pkt[12..];
+        if let Some(ctx) = l.srtp_out.as_mut() {
+            // Each player has its own keys, so the packet is encrypted per player: the
+            // rewritten packet is assembled in a reused scratch buffer, and the library's
+            // output (one allocation, see srtp.rs) is what the kernel sends.
+            self.scratch.clear();
+            self.scratch.extend_from_slice(&sl.head[..12]);
+            self.scratch.extend_from_slice(payload);
+            match ctx.protect_rtp(&self.scratch) {
+                Ok(enc) => {
+                    sl.iov[0] = libc::iovec {
+                        iov_base: enc.as_ptr() as *mut libc::c_void,
+                        iov_len: enc.len(),
+                    };
+                    sl.hdr.msg_iovlen = 1;
+                    sl.pkt = Some(enc);
+                }
+                Err(_) => {
+                    self.counters.dropped_srtp += 1;
+                    s.counters.dropped += 1;
+                    self.free_slots.push(slot as u32);
+                    return;
+                }
+            }
+        } else {
+            sl.iov[0] = libc::iovec {
+                iov_base: sl.head.as_mut_ptr() as *mut libc::c_void,
+                iov_len: 12,
+            };
+            sl.iov[1] = libc::iovec {
+                iov_base: payload.as_ptr() as *mut libc::c_void,
+                iov_len: payload.len(),
+            };
+            sl.hdr.msg_iovlen = 2;
+            sl.pkt = Some(pkt.clone());
+        }
+        sl.addr = raw;
+        sl.hdr.msg_name = &mut sl.addr.storage as *mut _ as *mut libc::c_void;
+        sl.hdr.msg_namelen = sl.addr.len;
+        sl.hdr.msg_iov = sl.iov.as_mut_ptr();
+        let out_len = sl.iov[..sl.hdr.msg_iovlen]
+            .iter()
+            .map(|v| v.iov_len)
+            .sum::<usize>() as u64;
         if let Some(free) = s
             .payload_types
             .iter_mut()
@@ -639,34 +790,18 @@ impl Shard {
             *free = Some(h.payload_type);
         }
         s.counters.packets_out += 1;
-        s.counters.bytes_out += pkt.len() as u64;
+        s.counters.bytes_out += out_len;
         self.counters.packets_out += 1;
-        self.counters.bytes_out += pkt.len() as u64;
+        self.counters.bytes_out += out_len;
         let first = !s.active;
         s.active = true;
-        let fd = s.socket.as_raw_fd();
-        let (id, remote) = (s.id, s.peer);
-        let sl = &mut self.slots[slot];
-        let mut head = [0u8; 12];
-        rtp::write_rewritten_header(pkt, rw.seq, rw.timestamp, rw.ssrc, &mut head);
-        sl.head[..12].copy_from_slice(&head);
-        sl.addr = raw;
-        sl.iov[0] = libc::iovec {
-            iov_base: sl.head.as_mut_ptr() as *mut libc::c_void,
-            iov_len: 12,
-        };
-        sl.iov[1] = libc::iovec {
-            iov_base: pkt[12..].as_ptr() as *mut libc::c_void,
-            iov_len: pkt.len() - 12,
-        };
-        sl.hdr.msg_name = &mut sl.addr.storage as *mut _ as *mut libc::c_void;
-        sl.hdr.msg_namelen = sl.addr.len;
-        sl.hdr.msg_iov = sl.iov.as_mut_ptr();
-        sl.hdr.msg_iovlen = 2;
-        sl.pkt = Some(pkt.clone());
-        let e = opcode::SendMsg::new(types::Fd(fd), &sl.hdr as *const libc::msghdr)
-            .build()
-            .user_data(ud(KIND_SEND, 0, slot));
+        let (id, remote) = (s.id, l.peer);
+        let e = opcode::SendMsg::new(
+            types::Fd(l.socket.as_raw_fd()),
+            &sl.hdr as *const libc::msghdr,
+        )
+        .build()
+        .user_data(ud(KIND_SEND, 0, 0, slot));
         self.push_sqe(e);
         if first {
             let _ = self.events.send(Event::Status {
@@ -678,37 +813,60 @@ impl Shard {
         }
     }
 
-    /// Sends a small control packet (PLI/NACK) from session `idx` to its peer.
-    fn send_control(&mut self, idx: usize, bytes: &[u8]) {
+    /// Sends a small RTCP packet (PLI/NACK) from leg `leg` of session `idx` to its peer,
+    /// SRTCP-protected when the leg is encrypted.
+    fn send_control(&mut self, idx: usize, leg: usize, bytes: &[u8]) {
         let Some(slot) = self.alloc_slot() else {
             self.counters.dropped_no_send_slot += 1;
             return;
         };
-        let Some(s) = self.sessions[idx].as_ref() else {
+        let Some(l) = self.sessions[idx]
+            .as_mut()
+            .and_then(|s| s.legs.get_mut(leg))
+        else {
             self.free_slots.push(slot as u32);
             return;
         };
-        let Some(raw) = s.peer_raw else {
+        let Some(raw) = l.peer_raw else {
             self.free_slots.push(slot as u32);
             return;
         };
-        let fd = s.socket.as_raw_fd();
         let sl = &mut self.slots[slot];
-        let n = bytes.len().min(16);
-        sl.head[..n].copy_from_slice(&bytes[..n]);
+        if let Some(ctx) = l.srtp_out.as_mut() {
+            match ctx.protect_rtcp(bytes) {
+                Ok(enc) => {
+                    sl.iov[0] = libc::iovec {
+                        iov_base: enc.as_ptr() as *mut libc::c_void,
+                        iov_len: enc.len(),
+                    };
+                    sl.pkt = Some(enc);
+                }
+                Err(_) => {
+                    self.counters.dropped_srtp += 1;
+                    self.free_slots.push(slot as u32);
+                    return;
+                }
+            }
+        } else {
+            let n = bytes.len().min(sl.head.len());
+            sl.head[..n].copy_from_slice(&bytes[..n]);
+            sl.iov[0] = libc::iovec {
+                iov_base: sl.head.as_mut_ptr() as *mut libc::c_void,
+                iov_len: n,
+            };
+            sl.pkt = None;
+        }
         sl.addr = raw;
-        sl.iov[0] = libc::iovec {
-            iov_base: sl.head.as_mut_ptr() as *mut libc::c_void,
-            iov_len: n,
-        };
         sl.hdr.msg_name = &mut sl.addr.storage as *mut _ as *mut libc::c_void;
         sl.hdr.msg_namelen = sl.addr.len;
         sl.hdr.msg_iov = sl.iov.as_mut_ptr();
         sl.hdr.msg_iovlen = 1;
-        sl.pkt = None;
-        let e = opcode::SendMsg::new(types::Fd(fd), &sl.hdr as *const libc::msghdr)
-            .build()
-            .user_data(ud(KIND_SEND, 0, slot));
+        let e = opcode::SendMsg::new(
+            types::Fd(l.socket.as_raw_fd()),
+            &sl.hdr as *const libc::msghdr,
+        )
+        .build()
+        .user_data(ud(KIND_SEND, 0, 0, slot));
         self.push_sqe(e);
     }
 
@@ -775,17 +933,28 @@ impl Shard {
                     self.wake_pending[d] = true;
                 }
             }
-            _ => self.request_keyframe(stream, None),
+            _ => self.request_keyframe(stream),
         }
     }
 
-    fn request_keyframe(&mut self, stream: StreamId, ssrc: Option<u32>) {
+    fn request_keyframe(&mut self, stream: StreamId) {
         let now = Instant::now();
         let interval = self.cfg.keyframe_interval;
         let Some(ls) = self.streams.get_mut(&stream) else {
             return;
         };
-        let (Some(p), Some(target)) = (ls.publisher, ssrc.or(ls.last_ssrc)) else {
+        let Some(p) = ls.publisher else {
+            return;
+        };
+        // The video leg (or a leg of unknown kind) that has seen an SSRC: a PLI names it.
+        let Some((leg, target)) = self.sessions[p].as_ref().and_then(|s| {
+            s.legs.iter().enumerate().find_map(|(i, l)| {
+                (l.kind != LegKind::Audio)
+                    .then_some(l.last_ssrc)
+                    .flatten()
+                    .map(|ssrc| (i, ssrc))
+            })
+        }) else {
             return;
         };
         let kf = ls
@@ -793,16 +962,21 @@ impl Shard {
             .get_or_insert_with(|| KeyframeCoalescer::new(interval));
         if kf.request(now) {
             self.counters.keyframe_requests_sent += 1;
-            self.send_control(p, &feedback::build_pli(target));
+            self.send_control(p, leg, &feedback::build_pli(target));
         } else {
             self.counters.keyframe_requests_coalesced += 1;
         }
     }
 
     fn send_nack(&mut self, stream: StreamId, ssrc: u32, pid: u16, blp: u16) {
-        if let Some(p) = self.streams.get(&stream).and_then(|l| l.publisher) {
-            self.send_control(p, &feedback::build_nack(ssrc, pid, blp));
-        }
+        let Some(p) = self.streams.get(&stream).and_then(|l| l.publisher) else {
+            return;
+        };
+        let leg = self.sessions[p]
+            .as_ref()
+            .and_then(|s| s.legs.iter().position(|l| l.last_ssrc == Some(ssrc)))
+            .unwrap_or(0);
+        self.send_control(p, leg, &feedback::build_nack(ssrc, pid, blp));
     }
 
     fn handle_command(&mut self, cmd: Command) {
@@ -827,27 +1001,47 @@ impl Shard {
     }
 
     fn add_session(&mut self, ns: NewSession) {
-        if let Err(err) = ns.socket.set_nonblocking(true) {
-            tracing::warn!(shard = self.me, %err, "set_nonblocking failed");
-        }
         let gen = self.next_gen;
-        self.next_gen = self.next_gen.wrapping_add(1) & 0xff_ffff;
+        self.next_gen = self.next_gen.wrapping_add(1) & 0xffff;
         let seed = (ns.id as u32) ^ ((ns.id >> 32) as u32) ^ 0xa5a5_5a5a;
+        let legs: Vec<Leg> = ns
+            .legs
+            .into_iter()
+            .take(MAX_LEGS)
+            .map(|l| {
+                if let Err(err) = l.socket.set_nonblocking(true) {
+                    tracing::warn!(shard = self.me, %err, "set_nonblocking failed");
+                }
+                Leg {
+                    socket: l.socket,
+                    peer: l.peer,
+                    peer_raw: l.peer.map(RawAddr::new),
+                    kind: l.kind,
+                    pts: l.payload_types,
+                    srtp_in: l.srtp_in,
+                    srtp_out: l.srtp_out,
+                    recv_armed: false,
+                    last_ssrc: None,
+                    pt_map: l.pt_map,
+                    h264: l.h264_payload_types,
+                    sps: Vec::new(),
+                    pps: Vec::new(),
+                }
+            })
+            .collect();
+        let n_legs = legs.len();
         let session = Session {
             id: ns.id,
             gen,
             stream: ns.stream,
             role: ns.role,
-            socket: ns.socket,
-            peer: ns.peer,
-            peer_raw: ns.peer.map(RawAddr::new),
+            legs,
             rewriter: Rewriter::new(seed),
             counters: SessionCounters::default(),
             highest: [(0, 0, false); 4],
             payload_types: [None; 4],
             active: false,
             closing: false,
-            recv_armed: false,
         };
         let idx = match self.free_sessions.pop() {
             Some(i) => {
@@ -866,16 +1060,17 @@ impl Shard {
             Role::Publisher => {
                 ls.publisher = Some(idx);
                 ls.publisher_shard = Some(me);
-                ls.last_ssrc = None;
             }
             Role::Player => ls.players.push(idx),
         }
-        self.arm_recv(idx);
+        for leg in 0..n_legs {
+            self.arm_recv(idx, leg);
+        }
         if ns.role == Role::Player {
             // A joining player needs a keyframe to start decoding.
             self.route_keyframe(ns.stream);
         }
-        tracing::debug!(shard = self.me, id = ns.id, role = ?ns.role, "session added");
+        tracing::debug!(shard = self.me, id = ns.id, role = ?ns.role, legs = n_legs, "session added");
     }
 
     fn terminate(&mut self, id: SessionId, info: String) {
@@ -889,7 +1084,10 @@ impl Shard {
             return;
         }
         s.closing = true;
-        let (stream, role, gen, armed, remote) = (s.stream, s.role, s.gen, s.recv_armed, s.peer);
+        let (stream, role, gen, remote) = (s.stream, s.role, s.gen, s.remote());
+        let armed: Vec<usize> = (0..s.legs.len())
+            .filter(|&i| s.legs[i].recv_armed)
+            .collect();
         if let Some(ls) = self.streams.get_mut(&stream) {
             match role {
                 Role::Publisher => {
@@ -906,13 +1104,15 @@ impl Shard {
             info,
             remote,
         });
-        if armed {
-            let e = opcode::AsyncCancel::new(ud(KIND_RECV, gen, idx))
-                .build()
-                .user_data(ud(KIND_CANCEL, 0, 0));
-            self.push_sqe(e);
-        } else {
+        if armed.is_empty() {
             self.finalize(idx);
+        }
+        // The session is released when the last cancelled receive completes.
+        for leg in armed {
+            let e = opcode::AsyncCancel::new(ud(KIND_RECV, gen, leg, idx))
+                .build()
+                .user_data(ud(KIND_CANCEL, 0, 0, 0));
+            self.push_sqe(e);
         }
         self.gc_stream(stream);
     }
@@ -943,7 +1143,7 @@ impl Shard {
                 id: s.id,
                 stream: s.stream,
                 role: s.role,
-                remote: s.peer,
+                remote: s.remote(),
                 counters: s.counters,
                 payload_types: s.payload_types.iter().flatten().copied().collect(),
             })
@@ -982,4 +1182,23 @@ fn track_loss(s: &mut Session, h: &rtp::RtpHeader) {
         }
         slot.1 = h.seq;
     }
+}
+
+/// Updates a publisher leg's cached SPS/PPS from an H264 payload. Returns true when the pair
+/// is complete and changed (allocates only then, not per packet).
+fn cache_param_sets(l: &mut Leg, payload: &[u8]) -> bool {
+    let mut changed = false;
+    h264::for_each_param_set(payload, |t, nal| {
+        let slot = if t == h264::NAL_SPS {
+            &mut l.sps
+        } else {
+            &mut l.pps
+        };
+        if slot.as_slice() != nal {
+            slot.clear();
+            slot.extend_from_slice(nal);
+            changed = true;
+        }
+    });
+    changed && !l.sps.is_empty() && !l.pps.is_empty()
 }
