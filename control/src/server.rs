@@ -288,6 +288,7 @@ impl Api {
                 let plan = crate::signal::PlayPlan::new(&sdp, &media)
                     .map_err(|e| ApiError::new(400, format!("field `sdp`: {e}")))?;
                 req.legs = plan.legs.clone();
+                set_codecs(&mut req, &media, &plan.legs);
                 Some(plan)
             }
             (None, Some(host), Some(port)) => {
@@ -360,13 +361,14 @@ impl Api {
         let media = self.stream_media(name)?;
         let legs = crate::signal::file_legs(&media, host, port, srtp)
             .map_err(|e| ApiError::new(400, e))?;
-        let req = CreateRequest {
+        let mut req = CreateRequest {
             name: name.to_string(),
             published: false,
             app_key,
             legs: legs.clone(),
             ..Default::default()
         };
+        set_codecs(&mut req, &media, &legs);
         let rec = self.create(req, client).await?;
         let sprop = self.core.publisher_of(name).and_then(|p| p.sprop);
         let text = crate::signal::file_sdp(
@@ -511,6 +513,32 @@ impl Api {
 fn parse_filter(body: &[u8]) -> Result<Filter, ApiError> {
     let b: FilterBody = parse_json(body)?;
     Filter::from_body(b).map_err(|e| ApiError::new(400, e))
+}
+
+/// A player's hasAudio/hasVideo/codecs: the stream's, for the kinds its legs carry.
+fn set_codecs(
+    req: &mut CreateRequest,
+    media: &[crate::sdp::MediaSection],
+    legs: &[crate::signal::LegSpec],
+) {
+    let carried: Vec<_> = media
+        .iter()
+        .filter(|m| {
+            legs.iter().any(|l| {
+                m.payload_types
+                    .iter()
+                    .any(|p| l.payload_types.contains(&p.pt))
+            })
+        })
+        .cloned()
+        .collect();
+    let (a, v, ac, vc) = crate::signal::codecs(&carried);
+    (
+        req.has_audio,
+        req.has_video,
+        req.audio_codec,
+        req.video_codec,
+    ) = (a, v, ac, vc);
 }
 
 /// Decodes `%XX` escapes (and `+` as space) in a path segment or query value.

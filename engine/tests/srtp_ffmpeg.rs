@@ -1,5 +1,5 @@
-//! Interop with a real ffmpeg (needs `ffmpeg` on PATH; Debian's 5.1 was used), ignored by
-//! default: `cargo test -p engine --test srtp_ffmpeg -- --ignored --nocapture`.
+//! Interop with a real ffmpeg (needs `ffmpeg` on PATH; Debian's 5.1 is used, `.ci/run`
+//! installs it): `cargo test -p engine --test srtp_ffmpeg -- --nocapture`.
 //!
 //! ffmpeg publishes H264 over SRTP with key A to a relay socket here; the relay
 //! unprotects with `SrtpContext` (key A), re-protects with `SrtpContext` (key B) and
@@ -30,7 +30,6 @@ fn free_port_pair() -> u16 {
 }
 
 #[test]
-#[ignore = "needs ffmpeg; run with --ignored"]
 fn srtp_relay_between_ffmpeg_publisher_and_player() {
     // ffmpeg has no AEAD_AES_128_GCM; we do not offer AES_CM_128_HMAC_SHA1_32 (see srtp.rs).
     relay(SrtpProfile::AesCm128HmacSha1_80);

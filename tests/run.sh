@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# The README's test command: installs what the end-to-end tests drive (a real ffmpeg) when it
+# is missing, then runs every test of the workspace. Extra arguments go to `cargo test`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+need=()
+command -v ffmpeg >/dev/null || need+=(ffmpeg)
+if [ ${#need[@]} -gt 0 ]; then
+  echo "tests/run.sh: installing ${need[*]} (Debian packages) for the end-to-end tests"
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+exec cargo test --workspace "$@"
