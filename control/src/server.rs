@@ -308,7 +308,9 @@ impl Api {
         let rec = self.create(req, client).await?;
         let mut reply = self.session_reply(&rec);
         if let Some(p) = &plan {
-            reply["sdp"] = json!(p.answer(self.core.cfg.media.public_ip, &rec.ports));
+            let sprop = self.core.publisher_of(&rec.name).and_then(|p| p.sprop);
+            reply["sdp"] =
+                json!(p.answer(self.core.cfg.media.public_ip, &rec.ports, sprop.as_deref()));
         }
         Ok(json_resp(200, &reply))
     }

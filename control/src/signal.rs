@@ -231,8 +231,9 @@ impl PlayPlan {
         })
     }
 
-    /// The answer: the server sends each matched section from `ports[j]`.
-    pub fn answer(&self, server_ip: IpAddr, ports: &[u16]) -> String {
+    /// The answer: the server sends each matched section from `ports[j]`. H264 formats get the
+    /// stream's cached parameter sets (`sprop`), as in [`file_sdp`].
+    pub fn answer(&self, server_ip: IpAddr, ports: &[u16], sprop: Option<&str>) -> String {
         let ipf = match server_ip {
             IpAddr::V4(a) => format!("IN IP4 {a}"),
             IpAddr::V6(a) => format!("IN IP6 {a}"),
@@ -250,7 +251,12 @@ impl PlayPlan {
                 ));
                 continue;
             };
-            let pts = &self.answered[j].1;
+            let mut pts = self.answered[j].1.clone();
+            if let Some(sp) = sprop {
+                for p in pts.iter_mut().filter(|p| is_h264(p)) {
+                    p.fmtp = Some(with_sprop(p.fmtp.as_deref(), sp));
+                }
+            }
             let list: Vec<String> = pts.iter().map(|p| p.pt.to_string()).collect();
             out.push_str(&format!(
                 "m={} {} {} {}\r\n",
@@ -259,7 +265,7 @@ impl PlayPlan {
                 m.profile,
                 list.join(" ")
             ));
-            sdp::write_payload_attrs(&mut out, pts);
+            sdp::write_payload_attrs(&mut out, &pts);
             out.push_str(&format!("a=rtcp:{}\r\na=sendonly\r\n", ports[j]));
             if let (Some(c), Some(k)) = (&m.crypto, &self.legs[j].srtp_out) {
                 out.push_str(&format!("a=crypto:{}\r\n", k.to_sdes(c.tag)));
@@ -419,10 +425,21 @@ mod tests {
         assert_eq!(p.legs[0].pt_map, vec![(97, 111)]);
         assert_eq!(p.legs[1].payload_types, vec![96]);
         assert_eq!(p.legs[1].pt_map, vec![(96, 102)]);
-        let ans = p.answer("127.0.0.1".parse().unwrap(), &[30000, 30002]);
+        let ans = p.answer(
+            "127.0.0.1".parse().unwrap(),
+            &[30000, 30002],
+            Some("Z0IA,aM4="),
+        );
         assert!(ans.contains("m=audio 30000 RTP/AVP 111\r\n"), "{ans}");
         assert!(ans.contains("m=video 30002 RTP/AVP 102\r\n"), "{ans}");
         assert!(ans.contains("a=sendonly"));
+        assert!(
+            ans.contains("a=fmtp:102 sprop-parameter-sets=Z0IA,aM4=\r\n")
+                || ans.contains(
+                    "a=fmtp:102 packetization-mode=1; sprop-parameter-sets=Z0IA,aM4=\r\n"
+                ),
+            "{ans}"
+        );
     }
 
     #[test]

@@ -13,6 +13,24 @@ use tests::*;
 
 const KEY: &str = "6M28YdFsS2Q3F9rFXkXjgohFgLb93p/yB1R+I2VD";
 const SUITE: &str = "AES_CM_128_HMAC_SHA1_80";
+const H264: &[&str] = &[
+    "-c:v",
+    "libx264",
+    "-preset",
+    "ultrafast",
+    "-tune",
+    "zerolatency",
+];
+const VP8: &[&str] = &[
+    "-c:v",
+    "libvpx",
+    "-deadline",
+    "realtime",
+    "-cpu-used",
+    "8",
+    "-b:v",
+    "500k",
+];
 
 fn tmpdir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("ms-ffmpeg-{tag}-{}", std::process::id()));
@@ -22,7 +40,7 @@ fn tmpdir(tag: &str) -> PathBuf {
 
 /// ffmpeg arguments for a 320x240 25 fps H264 (GOP 1 s) + 48 kHz Opus source sent as two
 /// RTP outputs to `vport` / `aport` (RTCP to the same ports), SRTP when `srtp`.
-fn publisher_args(secs: f32, vport: u16, aport: u16, srtp: bool, extra: &[&str]) -> Vec<String> {
+fn publisher_args(secs: f32, vport: u16, aport: u16, srtp: bool, video: &[&str]) -> Vec<String> {
     let t = secs.to_string();
     let mut a: Vec<String> = [
         "-hide_banner",
@@ -56,22 +74,8 @@ fn publisher_args(secs: f32, vport: u16, aport: u16, srtp: bool, extra: &[&str])
         a.extend(["-f".into(), "rtp".into()]);
         a.push(format!("{scheme}://127.0.0.1:{port}?rtcpport={port}"));
     };
-    a.extend(
-        [
-            "-map",
-            "0:v",
-            "-c:v",
-            "libx264",
-            "-preset",
-            "ultrafast",
-            "-tune",
-            "zerolatency",
-            "-g",
-            "25",
-        ]
-        .map(String::from),
-    );
-    a.extend(extra.iter().map(|s| s.to_string()));
+    a.extend(["-map", "0:v", "-g", "25"].map(String::from));
+    a.extend(video.iter().map(|s| s.to_string()));
     out(&mut a, vport);
     a.extend(["-map", "1:a", "-c:a", "libopus", "-b:a", "64k"].map(String::from));
     out(&mut a, aport);
@@ -79,10 +83,10 @@ fn publisher_args(secs: f32, vport: u16, aport: u16, srtp: bool, extra: &[&str])
 }
 
 /// The offer ffmpeg itself writes (`-sdp_file`) for the publisher it will run.
-fn ffmpeg_offer(dir: &Path, srtp: bool) -> String {
+fn ffmpeg_offer(dir: &Path, srtp: bool, video: &[&str]) -> String {
     let f = dir.join("offer.sdp");
     // Port 9 (discard): nothing listens, ffmpeg only needs somewhere to send for 0.2 s.
-    let mut args = publisher_args(0.2, 9, 9, srtp, &[]);
+    let mut args = publisher_args(0.2, 9, 9, srtp, video);
     args.push("-sdp_file".into());
     args.push(f.to_str().unwrap().into());
     let st = run(Command::new("ffmpeg").args(&args), Duration::from_secs(20));
@@ -114,8 +118,15 @@ fn wait_or_kill(c: &mut Child, limit: Duration) -> Option<std::process::ExitStat
 }
 
 /// Publishes `name` from a real ffmpeg; returns (mediaSessionId, the ffmpeg process).
-fn ffmpeg_publish(base: &str, dir: &Path, name: &str, srtp: bool, secs: f32) -> (String, Child) {
-    let offer = ffmpeg_offer(dir, srtp);
+fn ffmpeg_publish(
+    base: &str,
+    dir: &Path,
+    name: &str,
+    srtp: bool,
+    secs: f32,
+    video: &[&str],
+) -> (String, Child) {
+    let offer = ffmpeg_offer(dir, srtp, video);
     let (st, v) = post(
         base,
         "/rest-api/publish",
@@ -147,7 +158,7 @@ fn ffmpeg_publish(base: &str, dir: &Path, name: &str, srtp: bool, secs: f32) -> 
         assert!(!answer.contains(KEY), "the server answers with its own key");
     }
     let child = Command::new("ffmpeg")
-        .args(publisher_args(secs, ports[0], ports[1], srtp, &[]))
+        .args(publisher_args(secs, ports[0], ports[1], srtp, video))
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -226,30 +237,29 @@ fn stream(base: &str, id: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-#[test]
-fn ffmpeg_publishes_rtp_and_an_ffmpeg_player_decodes_it() {
+fn publish_and_play(name: &str, video: &[&str], codec: &str) {
     let srv = start(2);
     let base = srv.base_url();
-    let dir = tmpdir("rtp");
-    let (pid, mut publisher) = ffmpeg_publish(&base, &dir, "ff1", false, 8.0);
+    let dir = tmpdir(name);
+    let (pid, mut publisher) = ffmpeg_publish(&base, &dir, name, false, 8.0, video);
     assert!(wait_until(Duration::from_secs(5), || stream(&base, &pid)
         ["status"]
         == "PUBLISHING"));
     let s = stream(&base, &pid);
     assert_eq!(s["hasVideo"], true);
     assert_eq!(s["hasAudio"], true);
-    assert_eq!(s["videoCodec"], "H264");
+    assert_eq!(s["videoCodec"], codec);
     assert_eq!(s["audioCodec"], "opus");
-    let player = FfPlayer::start(&base, &dir, "ff1", false, 3);
+    let player = FfPlayer::start(&base, &dir, name, false, 3);
     assert!(player.sdp.contains("m=video ") && player.sdp.contains("m=audio "));
     let pl_id = player.id.clone();
     let (video, audio) = player.frames(Duration::from_secs(15));
-    println!("plain RTP player decoded {video} video / {audio} audio frames");
+    println!("{codec}: plain RTP player decoded {video} video / {audio} audio frames");
     assert!(video >= 40, "video frames decoded: {video}");
     assert!(audio >= 50, "audio frames decoded: {audio}");
     let pl = stream(&base, &pl_id);
     assert_eq!(pl["status"], "PLAYING");
-    assert_eq!(pl["videoCodec"], "H264");
+    assert_eq!(pl["videoCodec"], codec);
     assert_eq!(pl["audioCodec"], "opus");
     assert!(pl["packetsOut"].as_u64().unwrap() > 100, "{pl}");
     let _ = publisher.kill();
@@ -258,11 +268,21 @@ fn ffmpeg_publishes_rtp_and_an_ffmpeg_player_decodes_it() {
 }
 
 #[test]
+fn ffmpeg_publishes_h264_opus_over_rtp_and_an_ffmpeg_player_decodes_it() {
+    publish_and_play("ff1", H264, "H264");
+}
+
+#[test]
+fn ffmpeg_publishes_vp8_opus_over_rtp_and_an_ffmpeg_player_decodes_it() {
+    publish_and_play("ff5", VP8, "VP8");
+}
+
+#[test]
 fn ffmpeg_publishes_srtp_and_srtp_and_plain_players_decode_it() {
     let srv = start(2);
     let base = srv.base_url();
     let dir = tmpdir("srtp");
-    let (pid, mut publisher) = ffmpeg_publish(&base, &dir, "ff2", true, 8.0);
+    let (pid, mut publisher) = ffmpeg_publish(&base, &dir, "ff2", true, 8.0, H264);
     assert!(wait_until(Duration::from_secs(5), || stream(&base, &pid)
         ["status"]
         == "PUBLISHING"));
@@ -272,7 +292,7 @@ fn ffmpeg_publishes_srtp_and_srtp_and_plain_players_decode_it() {
     let (st, v) = post(
         &base,
         "/rest-api/publish",
-        json!({"name": "forged", "sdp": ffmpeg_offer(&dir, true)}),
+        json!({"name": "forged", "sdp": ffmpeg_offer(&dir, true, H264)}),
     );
     assert_eq!(st, 200, "{v}");
     let forger = UdpSocket::bind("127.0.0.1:0").unwrap();
@@ -322,7 +342,7 @@ fn two_ffmpeg_players_join_late_and_decode() {
     let srv = start(2);
     let base = srv.base_url();
     let dir = tmpdir("late");
-    let (pid, mut publisher) = ffmpeg_publish(&base, &dir, "ff3", false, 10.0);
+    let (pid, mut publisher) = ffmpeg_publish(&base, &dir, "ff3", false, 10.0, H264);
     assert!(wait_until(Duration::from_secs(5), || stream(&base, &pid)
         ["status"]
         == "PUBLISHING"));
@@ -356,7 +376,7 @@ fn a_player_offer_gets_its_own_payload_types_and_ports() {
     let srv = start(2);
     let base = srv.base_url();
     let dir = tmpdir("offer");
-    let (pid, mut publisher) = ffmpeg_publish(&base, &dir, "ff4", false, 6.0);
+    let (pid, mut publisher) = ffmpeg_publish(&base, &dir, "ff4", false, 6.0, H264);
     assert!(wait_until(Duration::from_secs(5), || stream(&base, &pid)
         ["status"]
         == "PUBLISHING"));
