@@ -499,8 +499,32 @@ impl Core {
         live
     }
 
+    /// Test hook: makes a bug happen in a shard (see [`engine::Fault`]).
+    #[doc(hidden)]
+    pub fn inject_fault(&self, shard: usize, f: engine::Fault) {
+        self.engine.send(shard, Command::InjectFault(f));
+    }
+
     fn on_event(&self, ev: Event) {
         match ev {
+            // The shard failed a session on its own (control did not ask): drop it from the
+            // registry too, so nothing of it stays behind.
+            Event::Status {
+                id,
+                status: Status::Failed,
+                info,
+                ..
+            } => {
+                let removed = self.reg.lock().unwrap().remove(id);
+                if let Some((mut rec, topo)) = removed {
+                    rec.status = Status::Failed;
+                    rec.info = info.clone();
+                    self.stopping.lock().unwrap().insert(id, rec.clone());
+                    self.apply_topology(topo);
+                    tracing::warn!(id = %rec.media_session_id, name = %rec.name, info, "session failed");
+                    self.notify(&rec, Status::Failed, &info);
+                }
+            }
             Event::Status {
                 id,
                 status,

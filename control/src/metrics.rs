@@ -71,9 +71,10 @@ pub fn render(live: &Live, registry_per_shard: &[usize], stopping: usize) -> Str
         "Bytes sent to players.",
         &mut per(|c| c.bytes_out),
     );
-    let reasons: [(&str, CounterFn); 4] = [
+    let reasons: [(&str, CounterFn); 5] = [
         ("unknown_source", |c| c.dropped_unknown_source),
         ("malformed", |c| c.dropped_malformed),
+        ("srtp", |c| c.dropped_srtp),
         ("ring_full", |c| c.dropped_ring_full),
         ("no_send_slot", |c| c.dropped_no_send_slot),
     ];
@@ -92,6 +93,12 @@ pub fn render(live: &Live, registry_per_shard: &[usize], stopping: usize) -> Str
         "counter",
         "Failed sends.",
         &mut per(|c| c.send_errors),
+    );
+    family(
+        "mediaserver_session_panics_total",
+        "counter",
+        "Sessions failed because handling one of their packets panicked (a bug: see the log).",
+        &mut per(|c| c.session_panics),
     );
     family(
         "mediaserver_keyframe_requests_total",

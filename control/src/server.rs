@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper::service::service_fn;
@@ -130,19 +130,9 @@ impl Api {
             }
         }
         let limit = self.core.cfg.http.max_body;
-        let body = match Limited::new(req.into_body(), limit).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) => {
-                if e.downcast_ref::<http_body_util::LengthLimitError>()
-                    .is_some()
-                {
-                    return err_resp(ApiError::new(
-                        413,
-                        format!("request body larger than {limit} bytes"),
-                    ));
-                }
-                return err_resp(ApiError::new(400, format!("could not read body: {e}")));
-            }
+        let body = match read_body(req.into_body(), limit).await {
+            Ok(b) => b,
+            Err(e) => return err_resp(e),
         };
         let r = match (&method, path.as_str()) {
             (&Method::POST, "/rest-api/publish") => self.publish(&body, peer).await,
@@ -515,6 +505,33 @@ impl Api {
 fn parse_filter(body: &[u8]) -> Result<Filter, ApiError> {
     let b: FilterBody = parse_json(body)?;
     Filter::from_body(b).map_err(|e| ApiError::new(400, e))
+}
+
+/// Reads a request body of at most `limit` bytes. A larger one gets 413, but only after the
+/// rest of it (up to 16 x `limit`) was read and dropped: answering mid-upload makes the
+/// kernel reset the connection, and many clients then report a broken pipe, not the 413.
+async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, ApiError> {
+    let mut buf = bytes::BytesMut::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| ApiError::new(400, format!("could not read body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total += data.len();
+        if total <= limit {
+            buf.extend_from_slice(&data);
+        } else if total > limit.saturating_mul(16) {
+            break;
+        }
+    }
+    if total > limit {
+        return Err(ApiError::new(
+            413,
+            format!("request body larger than {limit} bytes"),
+        ));
+    }
+    Ok(buf.freeze())
 }
 
 /// A player's hasAudio/hasVideo/codecs: the stream's, for the kinds its legs carry.

@@ -133,7 +133,18 @@ pub enum Command {
     Stats {
         reply: crossbeam_channel::Sender<ShardStats>,
     },
+    /// For robustness tests: make a bug happen where production code would hit one.
+    InjectFault(Fault),
     Shutdown,
+}
+
+/// Faults a test can inject (see `tests/tests/robustness.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Handling this session's next datagram panics: the shard must fail only that session.
+    PanicOnNextPacket(SessionId),
+    /// The shard's loop panics: the process must exit non-zero rather than run half-dead.
+    PanicShard,
 }
 
 /// Events from shards to control.
@@ -195,6 +206,8 @@ pub struct ShardCounters {
     /// SRTP/SRTCP packets that failed authentication, replay or decryption.
     pub dropped_srtp: u64,
     pub send_errors: u64,
+    /// Sessions failed because handling their packet panicked.
+    pub session_panics: u64,
     pub keyframe_requests_sent: u64,
     pub keyframe_requests_coalesced: u64,
     pub arena_grows: u64,

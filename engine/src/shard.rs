@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6, UdpSocket};
 use std::os::fd::AsRawFd;
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -179,6 +180,8 @@ struct Session {
     payload_types: [Option<u8>; 4],
     active: bool,
     closing: bool,
+    /// Test hook ([`Fault::PanicOnNextPacket`]).
+    fault: bool,
 }
 
 impl Session {
@@ -236,6 +239,8 @@ pub(crate) struct Shard {
     cqes: Vec<(u64, i32, u32)>,
     /// Where a packet is assembled for per-player SRTP protection (reused, never shrinks).
     scratch: Vec<u8>,
+    /// The player list of the stream being fanned out (reused).
+    fanout_scratch: Vec<usize>,
     deferred: Vec<(u64, i32, u32)>,
     wake_pending: Vec<bool>,
     next_gen: u32,
@@ -290,6 +295,7 @@ impl Shard {
             counters: ShardCounters::default(),
             cqes: Vec::with_capacity(8192),
             scratch: Vec::with_capacity(2048),
+            fanout_scratch: Vec::with_capacity(1024),
             deferred: Vec::with_capacity(8192),
             wake_pending: vec![false; n],
             next_gen: 1,
@@ -514,7 +520,15 @@ impl Shard {
                             self.counters.dropped_malformed += 1;
                         } else {
                             let src = parse_name(out.name_data());
-                            self.handle_datagram(idx, leg, src, out.payload_data());
+                            let data = out.payload_data();
+                            // A bug hit by one session's packet fails that session, not the
+                            // shard (and with it every other session on this core).
+                            let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
+                                self.handle_datagram(idx, leg, src, data)
+                            }));
+                            if r.is_err() {
+                                self.session_panicked(idx);
+                            }
                         }
                     }
                 }
@@ -543,10 +557,32 @@ impl Shard {
         }
     }
 
+    /// Fails a session whose packet handling panicked (the panic message went to stderr).
+    fn session_panicked(&mut self, idx: usize) {
+        self.counters.session_panics += 1;
+        let Some(id) = self.sessions[idx].as_ref().map(|s| s.id) else {
+            return;
+        };
+        tracing::error!(
+            shard = self.me,
+            id,
+            "session panicked while handling a packet; failing it"
+        );
+        self.stop_session(
+            id,
+            Status::Failed,
+            "Failed: internal error (see server log)".into(),
+        );
+    }
+
     fn handle_datagram(&mut self, idx: usize, leg: usize, src: Option<SocketAddr>, data: &[u8]) {
         self.counters.packets_in += 1;
         self.counters.bytes_in += data.len() as u64;
         let s = self.sessions[idx].as_mut().expect("live session");
+        if s.fault {
+            s.fault = false;
+            panic!("injected fault in session {}", s.id);
+        }
         let Some(l) = s.legs.get_mut(leg) else {
             return;
         };
@@ -689,13 +725,15 @@ impl Shard {
         if ls.players.is_empty() {
             return;
         }
-        let players = std::mem::take(&mut ls.players);
+        // Iterate a copy (reused buffer, no allocation once grown) so `send_media` can borrow
+        // the shard, and so a panic caught mid-way leaves the stream's player list intact.
+        let mut players = std::mem::take(&mut self.fanout_scratch);
+        players.clear();
+        players.extend_from_slice(&ls.players);
         for &p in &players {
             self.send_media(p, pkt, h);
         }
-        if let Some(ls) = self.streams.get_mut(&stream) {
-            ls.players = players;
-        }
+        self.fanout_scratch = players;
     }
 
     fn alloc_slot(&mut self) -> Option<usize> {
@@ -992,7 +1030,13 @@ impl Shard {
                 self.streams.entry(stream).or_default().publisher_shard = shard;
                 self.gc_stream(stream);
             }
-            Command::Terminate { id, info } => self.terminate(id, info),
+            Command::Terminate { id, info } => self.stop_session(id, Status::Stopped, info),
+            Command::InjectFault(Fault::PanicOnNextPacket(id)) => {
+                if let Some(s) = self.by_id.get(&id).and_then(|&i| self.sessions[i].as_mut()) {
+                    s.fault = true;
+                }
+            }
+            Command::InjectFault(Fault::PanicShard) => panic!("injected shard fault"),
             Command::Stats { reply } => {
                 let _ = reply.send(self.stats());
             }
@@ -1042,6 +1086,7 @@ impl Shard {
             payload_types: [None; 4],
             active: false,
             closing: false,
+            fault: false,
         };
         let idx = match self.free_sessions.pop() {
             Some(i) => {
@@ -1073,7 +1118,9 @@ impl Shard {
         tracing::debug!(shard = self.me, id = ns.id, role = ?ns.role, legs = n_legs, "session added");
     }
 
-    fn terminate(&mut self, id: SessionId, info: String) {
+    /// Stops a session: it leaves its stream at once, and is released when the kernel no
+    /// longer references its sockets. `status` is Stopped (control asked) or Failed.
+    fn stop_session(&mut self, id: SessionId, status: Status, info: String) {
         let Some(&idx) = self.by_id.get(&id) else {
             return;
         };
@@ -1100,7 +1147,7 @@ impl Shard {
         }
         let _ = self.events.send(Event::Status {
             id,
-            status: Status::Stopped,
+            status,
             info,
             remote,
         });

@@ -73,6 +73,12 @@ fn find_all_and_find() {
     let mut p = Pub::start(&base, "s1");
     let pl = Player::join(&base, "s1", None);
     assert_eq!(flow(&mut p, &[&pl]), vec![5]);
+    // Status changes reach the registry through the shards' event channel: wait for them.
+    assert!(wait_until(QUIET * 10, || find(&base, json!({}))
+        .iter()
+        .all(
+            |s| s["status"] == "PUBLISHING" || s["status"] == "PLAYING"
+        )));
     let all = find(&base, json!({}));
     assert_eq!(all.len(), 2);
     let publ = find(&base, json!({"name": "s1", "published": true}));
