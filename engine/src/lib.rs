@@ -11,6 +11,7 @@ pub mod rewrite;
 pub mod rtp;
 mod shard;
 pub mod srtp;
+pub mod webrtc;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;

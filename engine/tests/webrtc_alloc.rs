@@ -1,0 +1,342 @@
+//! Heap allocations per RTP packet on the WebRTC path, measured with a counting global
+//! allocator (this thread only, session calls only: the in-process "browser" is not
+//! counted). Unlike the plain RTP path (`no_alloc.rs`: zero), str0m allocates per packet;
+//! this test documents how much and fails if it grows.
+//!
+//! Run with `--nocapture` to see the numbers.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use engine::webrtc::{
+    Codec, MediaKind, OutgoingRtp, Output, TrackInfo, WebRtcConfig, WebRtcRole, WebRtcSession,
+    H264_CONSTRAINED_BASELINE,
+};
+use str0m::change::SdpAnswer;
+use str0m::format::Codec as S0Codec;
+use str0m::media::{Direction, MediaKind as S0Kind, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::{Extension, RtpWrite, SeqNo};
+use str0m::{Candidate, Event, Input, Rtc};
+
+struct Counting;
+static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+thread_local! {
+    static COUNTING: Cell<bool> = const { Cell::new(false) };
+}
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        if COUNTING.with(|c| c.get()) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        System.alloc(l)
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        System.dealloc(p, l)
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+        if COUNTING.with(|c| c.get()) {
+            ALLOCS.fetch_add(1, Ordering::Relaxed);
+        }
+        System.realloc(p, l, n)
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+fn counted<R>(f: impl FnOnce() -> R) -> (R, usize) {
+    let before = ALLOCS.load(Ordering::Relaxed);
+    COUNTING.with(|c| c.set(true));
+    let r = f();
+    COUNTING.with(|c| c.set(false));
+    (r, ALLOCS.load(Ordering::Relaxed) - before)
+}
+
+const SERVER: &str = "127.0.0.1:20000";
+const BROWSER: &str = "127.0.0.1:50000";
+
+struct Pair {
+    s: WebRtcSession,
+    b: Rtc,
+    now: Instant,
+    mid: Mid,
+    b_timeout: Instant,
+    /// Browser → session datagrams not delivered yet (publish measurement feeds them).
+    held: Vec<Vec<u8>>,
+    hold: bool,
+    received: usize,
+}
+
+impl Pair {
+    /// `mid_ext: false` builds a browser that does not offer the `sdes:mid` header extension
+    /// (the session then maps the SSRC from the offer's `a=ssrc`).
+    fn new(role: WebRtcRole, tracks: &[TrackInfo], mid_ext: bool) -> Pair {
+        let now = Instant::now();
+        let mut bc = Rtc::builder().set_rtp_mode(true);
+        if !mid_ext {
+            bc = bc
+                .clear_extension_map()
+                .set_extension(2, Extension::AbsoluteSendTime)
+                .set_extension(3, Extension::TransportSequenceNumber);
+        }
+        let mut b = bc.build(now);
+        b.add_local_candidate(Candidate::host(BROWSER.parse().unwrap(), "udp").unwrap());
+        let dir = match role {
+            WebRtcRole::Publish => Direction::SendOnly,
+            WebRtcRole::Play => Direction::RecvOnly,
+        };
+        let mut api = b.sdp_api();
+        let mid = api.add_media(S0Kind::Video, dir, None, None, None);
+        let (offer, pending) = api.apply().unwrap();
+        let cfg = WebRtcConfig::new().unwrap();
+        let (s, answer) = WebRtcSession::accept_offer(
+            &cfg,
+            role,
+            &offer.to_sdp_string(),
+            SERVER.parse().unwrap(),
+            now,
+            tracks,
+        )
+        .unwrap();
+        b.sdp_api()
+            .accept_answer(pending, SdpAnswer::from_sdp_string(&answer).unwrap())
+            .unwrap();
+        let mut p = Pair {
+            s,
+            b,
+            now,
+            mid,
+            b_timeout: now,
+            held: Vec::new(),
+            hold: false,
+            received: 0,
+        };
+        for _ in 0..2000 {
+            if p.s.is_connected() && p.b.is_connected() {
+                return p;
+            }
+            p.step();
+        }
+        panic!("no connection");
+    }
+
+    fn drain_browser(&mut self) {
+        loop {
+            match self.b.poll_output().unwrap() {
+                str0m::Output::Timeout(t) => {
+                    self.b_timeout = t;
+                    return;
+                }
+                str0m::Output::Transmit(t) => {
+                    if self.hold
+                        && t.contents[0] >> 6 == 2
+                        && !(64..96).contains(&(t.contents[1] & 0x7f))
+                    {
+                        self.held.push(t.contents.into());
+                    } else {
+                        self.s
+                            .handle_datagram(self.now, t.source, t.destination, &t.contents);
+                    }
+                }
+                str0m::Output::Event(Event::RtpPacket(_)) => self.received += 1,
+                str0m::Output::Event(_) => {}
+            }
+        }
+    }
+
+    fn deliver_to_browser(&mut self, data: &[u8]) {
+        let server: SocketAddr = SERVER.parse().unwrap();
+        let r = Receive::new(Protocol::Udp, server, BROWSER.parse().unwrap(), data).unwrap();
+        self.b.handle_input(Input::Receive(self.now, r)).unwrap();
+        self.drain_browser();
+    }
+
+    fn drain_session(&mut self) {
+        let mut wire = Vec::new();
+        loop {
+            match self.s.poll_output() {
+                Output::Timeout(_) => break,
+                Output::Transmit(t) => wire.push(t.contents),
+                _ => {}
+            }
+        }
+        for d in wire {
+            self.deliver_to_browser(&d);
+        }
+    }
+
+    fn step(&mut self) {
+        self.drain_session();
+        self.now = self
+            .b_timeout
+            .min(self.s.timeout())
+            .max(self.now + Duration::from_millis(1));
+        self.b.handle_input(Input::Timeout(self.now)).unwrap();
+        self.drain_browser();
+        self.s.handle_timeout(self.now);
+        self.drain_session();
+    }
+
+    fn browser_pt(&self, codec: S0Codec) -> Pt {
+        let media = self.b.media(self.mid).unwrap();
+        let cfg = self.b.codec_config();
+        *media
+            .remote_pts()
+            .iter()
+            .find(|pt| {
+                cfg.iter()
+                    .any(|p| p.pt() == **pt && p.spec().codec == codec)
+            })
+            .unwrap()
+    }
+}
+
+const N: usize = 200;
+
+/// Allocations per packet of handle_datagram + poll_output + RtpIn::write_to, steady state.
+fn publish_allocations(mid_ext: bool) -> f64 {
+    let mut p = Pair::new(WebRtcRole::Publish, &[], mid_ext);
+    let pt = p.browser_pt(S0Codec::H264);
+    let payload = vec![0x41u8; 1100];
+    let write = |p: &mut Pair, seq: u64| {
+        let now = p.now;
+        let mut api = p.b.direct_api();
+        let tx = api.stream_tx_by_mid(p.mid, None).unwrap();
+        tx.write_rtp(
+            RtpWrite::new(
+                pt,
+                SeqNo::from(seq),
+                seq as u32 * 3000,
+                now,
+                payload.clone(),
+            )
+            .nackable(true),
+        );
+        p.drain_browser();
+        p.now += Duration::from_micros(500);
+        p.b.handle_input(Input::Timeout(p.now)).unwrap();
+        p.drain_browser();
+    };
+    // Two seconds of normal traffic first, so str0m's registers and queues reach their
+    // steady size and receiver reports flow.
+    let mut seq = 1;
+    for _ in 0..100 {
+        write(&mut p, seq);
+        seq += 1;
+        for _ in 0..20 {
+            p.step();
+        }
+    }
+    // Then hold the browser's RTP to feed it to the session with the counter on.
+    p.hold = true;
+    for _ in 0..N * 2 {
+        write(&mut p, seq);
+        seq += 1;
+    }
+    let held = std::mem::take(&mut p.held);
+    assert_eq!(held.len(), N * 2);
+    let (src, dst): (SocketAddr, SocketAddr) = (BROWSER.parse().unwrap(), SERVER.parse().unwrap());
+    let mut buf = [0u8; 1500];
+    let feed = |p: &mut Pair, d: &[u8], buf: &mut [u8; 1500]| {
+        p.s.handle_datagram(p.now, src, dst, d);
+        let mut n = 0;
+        loop {
+            match p.s.poll_output() {
+                Output::Timeout(_) => break,
+                Output::Rtp(r) => {
+                    n += r.write_to(buf).unwrap();
+                }
+                _ => {}
+            }
+        }
+        n
+    };
+    // The first half uncounted (same reason as above).
+    for d in &held[..N] {
+        feed(&mut p, d, &mut buf);
+    }
+    let (bytes, allocs) = counted(|| {
+        let mut total = 0;
+        for d in &held[N..] {
+            total += feed(&mut p, d, &mut buf);
+        }
+        total
+    });
+    assert_eq!(bytes, N * (12 + 1100));
+    let per = allocs as f64 / N as f64;
+    println!(
+        "publish (mid extension {}): {allocs} allocations for {N} packets = {per:.2} per packet",
+        if mid_ext { "on every packet" } else { "absent" }
+    );
+    per
+}
+
+#[test]
+fn publish_path_allocations_per_packet() {
+    // str0m: one Arc<[u8]> for the decrypted payload per packet (session.rs, `handle_rtp`).
+    let per = publish_allocations(false);
+    assert!(per <= 1.05, "{per} allocations per packet");
+    // Parsing an `sdes:mid` header extension costs one more (`Mid::from(&str)` builds a
+    // String). Chrome stops sending it once our receiver report for its SSRC arrives (about
+    // a second in); a str0m-based publisher with RTX never stops.
+    let per = publish_allocations(true);
+    assert!(per <= 2.05, "{per} allocations per packet");
+}
+
+#[test]
+fn play_path_allocations_per_packet() {
+    let tracks = [TrackInfo {
+        kind: MediaKind::Video,
+        codec: Codec::H264,
+        clock_rate: 90_000,
+        payload_type: 102,
+        h264_profile_level_id: Some(H264_CONSTRAINED_BASELINE),
+    }];
+    let mut p = Pair::new(WebRtcRole::Play, &tracks, true);
+    // One payload allocation per publisher packet, shared by every player.
+    let payload: Arc<[u8]> = Arc::from(vec![0x41u8; 1100]);
+    let mut wire: Vec<Vec<u8>> = Vec::with_capacity(4 * N);
+    let send = |p: &mut Pair, i: usize, wire: &mut Vec<Vec<u8>>| {
+        let pkt = OutgoingRtp {
+            payload_type: 102,
+            seq: i as u16,
+            timestamp: i as u32 * 3000,
+            marker: true,
+            payload: payload.clone(),
+        };
+        p.s.send_rtp(p.now, &pkt).unwrap();
+        loop {
+            match p.s.poll_output() {
+                Output::Timeout(_) => break,
+                Output::Transmit(t) => wire.push(t.contents),
+                _ => {}
+            }
+        }
+    };
+    for i in 0..N {
+        send(&mut p, i, &mut wire);
+        p.now += Duration::from_micros(500);
+    }
+    wire.clear();
+    let (_, allocs) = counted(|| {
+        for i in N..2 * N {
+            send(&mut p, i, &mut wire);
+        }
+    });
+    let per = allocs as f64 / N as f64;
+    println!("play: {allocs} allocations for {N} packets = {per:.2} per packet");
+    // The browser gets them (outside the count).
+    for d in std::mem::take(&mut wire) {
+        p.deliver_to_browser(&d);
+    }
+    assert_eq!(p.received, N);
+    // str0m: the SRTP output Vec per packet, plus the RtpPacket's slot in the send queue
+    // and NACK buffer (amortized).
+    assert!(per <= 3.0, "{per} allocations per packet");
+}
