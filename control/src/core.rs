@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use engine::srtp::SrtpContext;
+use engine::webrtc::{WebRtcConfig, WebRtcRole, WebRtcSession};
 use engine::{
     Command, Engine, EngineConfig, Event, NewLeg, NewSession, Role, SessionId, Status, StreamId,
 };
@@ -54,6 +55,8 @@ pub struct CreateRequest {
     pub legs: Vec<LegSpec>,
     /// Publishers signalled with SDP: the media they send, for players' SDP.
     pub media: Vec<MediaSection>,
+    /// A WHIP/WHEP session: the browser's SDP offer (one leg; ICE, DTLS, SRTP by str0m).
+    pub webrtc_offer: Option<String>,
 }
 
 /// Shard-side facts about a live session, from a stats snapshot.
@@ -114,6 +117,8 @@ pub fn now_ms() -> u64 {
 pub struct Core {
     pub cfg: Config,
     pub apps: Mutex<Apps>,
+    /// The DTLS certificate and codec preferences all WebRTC sessions share.
+    webrtc: WebRtcConfig,
     engine: Engine,
     reg: Mutex<Registry>,
     ports: Mutex<PortAllocator>,
@@ -145,6 +150,7 @@ impl Core {
             ..Default::default()
         })?;
         let events = engine.events().clone();
+        let webrtc = WebRtcConfig::new().map_err(std::io::Error::other)?;
         let core = Arc::new(Core {
             apps: Mutex::new(apps),
             reg: Mutex::new(Registry::new(
@@ -157,6 +163,7 @@ impl Core {
                 next: cfg.media.port_min,
             }),
             cfg,
+            webrtc,
             engine,
             topo: Mutex::new(HashMap::new()),
             stopping: Mutex::new(HashMap::new()),
@@ -195,8 +202,8 @@ impl Core {
         self.listeners.lock().unwrap().retain(|l| l(&change));
     }
 
-    /// Creates a publisher or player session; returns its record.
-    pub fn create(&self, req: CreateRequest) -> Result<SessionRecord, ApiError> {
+    /// Creates a publisher or player session; returns its record and, for WebRTC, the answer.
+    pub fn create(&self, req: CreateRequest) -> Result<(SessionRecord, Option<String>), ApiError> {
         if req.name.is_empty() || req.name.len() > 256 {
             return Err(ApiError::new(
                 400,
@@ -248,6 +255,53 @@ impl Core {
             .map(|l| l.socket.local_addr().map(|a| a.port()).unwrap_or(0))
             .collect();
         let port = ports[0];
+        // WebRTC: answer the offer now that the socket (the ICE host candidate) exists.
+        let mut rtc = None;
+        let mut tracks = Vec::new();
+        let mut media = req.media.clone();
+        if let Some(offer) = &req.webrtc_offer {
+            let (role, want) = if req.published {
+                (WebRtcRole::Publish, Vec::new())
+            } else {
+                let tracks = self
+                    .publisher_of(&req.name)
+                    .map(|p| p.tracks)
+                    .unwrap_or_default();
+                (WebRtcRole::Play, tracks)
+            };
+            let local = SocketAddr::new(self.cfg.media.public_ip, port);
+            match WebRtcSession::accept_offer(
+                &self.webrtc,
+                role,
+                offer,
+                local,
+                std::time::Instant::now(),
+                &want,
+            ) {
+                Ok((session, answer)) => {
+                    if req.published {
+                        tracks = session.tracks().to_vec();
+                        media = crate::signal::media_from_tracks(&tracks);
+                    }
+                    rtc = Some((Box::new(session), answer));
+                }
+                Err(e) => {
+                    drop(legs);
+                    self.reg.lock().unwrap().unreserve(&req.name);
+                    return Err(ApiError::new(400, format!("WebRTC offer: {e}")));
+                }
+            }
+        } else if req.published {
+            tracks = crate::signal::tracks_from_media(&media);
+        }
+        let (rtc_session, answer) = rtc.map_or((None, None), |(s, a)| (Some(s), Some(a)));
+        let (mut has_audio, mut has_video) = (req.has_audio, req.has_video);
+        let (mut audio_codec, mut video_codec) = (req.audio_codec.clone(), req.video_codec.clone());
+        if req.webrtc_offer.is_some() {
+            let (a, v, ac, vc) = crate::signal::codecs(&media);
+            (has_audio, has_video) = (a, v);
+            (audio_codec, video_codec) = (ac, vc);
+        }
         let shard = req
             .shard
             .unwrap_or_else(|| self.rr.fetch_add(1, Ordering::Relaxed) % n);
@@ -271,12 +325,14 @@ impl Core {
             srtp: specs
                 .iter()
                 .any(|l| l.srtp_in.is_some() || l.srtp_out.is_some()),
-            media: req.media.clone(),
+            media,
+            tracks,
+            webrtc: rtc_session.is_some(),
             sprop: None,
-            has_audio: req.has_audio,
-            has_video: req.has_video,
-            audio_codec: req.audio_codec.clone(),
-            video_codec: req.video_codec.clone(),
+            has_audio,
+            has_video,
+            audio_codec,
+            video_codec,
         };
         // Registry first, then the shard: an early event then finds its record.
         let topo = self.reg.lock().unwrap().insert(record.clone());
@@ -291,6 +347,7 @@ impl Core {
                     Role::Player
                 },
                 legs,
+                webrtc: rtc_session,
             }),
         );
         self.apply_topology(topo);
@@ -299,7 +356,7 @@ impl Core {
             shard, port, "session created"
         );
         self.notify(&record, Status::Pending, "");
-        Ok(record)
+        Ok((record, answer))
     }
 
     /// Binds one socket per leg and builds the SRTP contexts (key derivation stays here, off
@@ -507,22 +564,23 @@ impl Core {
 
     fn on_event(&self, ev: Event) {
         match ev {
-            // The shard failed a session on its own (control did not ask): drop it from the
-            // registry too, so nothing of it stays behind.
+            // The shard ended a session on its own (a failure, a browser hanging up): control
+            // did not ask, so the record is still registered; drop it too, so nothing of it
+            // stays behind. (A stop control asked for was unregistered already.)
             Event::Status {
                 id,
-                status: Status::Failed,
+                status: status @ (Status::Failed | Status::Stopped),
                 info,
                 ..
-            } => {
+            } if self.reg.lock().unwrap().get(id).is_some() => {
                 let removed = self.reg.lock().unwrap().remove(id);
                 if let Some((mut rec, topo)) = removed {
-                    rec.status = Status::Failed;
+                    rec.status = status;
                     rec.info = info.clone();
                     self.stopping.lock().unwrap().insert(id, rec.clone());
                     self.apply_topology(topo);
-                    tracing::warn!(id = %rec.media_session_id, name = %rec.name, info, "session failed");
-                    self.notify(&rec, Status::Failed, &info);
+                    tracing::warn!(id = %rec.media_session_id, name = %rec.name, status = status.as_str(), info, "session ended by its shard");
+                    self.notify(&rec, status, &info);
                 }
             }
             Event::Status {

@@ -31,6 +31,11 @@ pub struct SessionRecord {
     pub media: Vec<crate::sdp::MediaSection>,
     /// Publishers: the latest H264 SPS/PPS seen, as `sprop-parameter-sets` (base64).
     pub sprop: Option<String>,
+    /// Publishers: the media as WebRTC tracks (what WHEP players can get); empty when the
+    /// stream has no browser-compatible codec or was published without SDP.
+    pub tracks: Vec<engine::webrtc::TrackInfo>,
+    /// Whether this is a WHIP/WHEP session.
+    pub webrtc: bool,
     pub has_audio: bool,
     pub has_video: bool,
     pub audio_codec: Option<String>,
@@ -71,6 +76,7 @@ impl SessionRecord {
             "serverPort": self.port,
             "serverPorts": self.ports,
             "srtp": self.srtp,
+            "webrtc": self.webrtc,
             "shard": self.shard,
             "packetsIn": c.packets_in,
             "bytesIn": c.bytes_in,
@@ -407,6 +413,8 @@ mod tests {
             srtp: false,
             media: Vec::new(),
             sprop: None,
+            tracks: Vec::new(),
+            webrtc: false,
             has_audio: false,
             has_video: false,
             audio_codec: None,

@@ -116,7 +116,10 @@ impl Api {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         let query = req.uri().query().unwrap_or("").to_string();
-        if path.starts_with("/rest-api/") {
+        if ["/rest-api/", "/whip/", "/whep/"]
+            .iter()
+            .any(|p| path.starts_with(p))
+        {
             if let Some(token) = &self.core.cfg.http.token {
                 let ok = req
                     .headers()
@@ -129,6 +132,17 @@ impl Api {
                 }
             }
         }
+        let content_type = req
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| {
+                v.split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase()
+            });
         let limit = self.core.cfg.http.max_body;
         let body = match read_body(req.into_body(), limit).await {
             Ok(b) => b,
@@ -136,6 +150,15 @@ impl Api {
         };
         let r = match (&method, path.as_str()) {
             (&Method::POST, "/rest-api/publish") => self.publish(&body, peer).await,
+            (&Method::POST, p) if webrtc_path(p).is_some_and(|(_, _, id)| id.is_none()) => {
+                let (kind, name, _) = webrtc_path(p).expect("matched");
+                self.webrtc(kind, &name, content_type.as_deref(), &body, peer)
+                    .await
+            }
+            (&Method::DELETE, p) if webrtc_path(p).is_some_and(|(_, _, id)| id.is_some()) => {
+                let (kind, _, id) = webrtc_path(p).expect("matched");
+                self.webrtc_delete(kind, &id.expect("matched"))
+            }
             (&Method::POST, "/rest-api/play") => self.play(&body, peer).await,
             (&Method::GET, p) if p.starts_with("/rest-api/stream/") && p.ends_with(".sdp") => {
                 let name = percent_decode(&p["/rest-api/stream/".len()..p.len() - 4]);
@@ -248,7 +271,7 @@ impl Api {
             req.legs = p.legs.clone();
             req.media = media;
         }
-        let rec = self.create(req, client).await?;
+        let (rec, _) = self.create(req, client).await?;
         let mut reply = self.session_reply(&rec);
         if let Some(p) = &plan {
             match p.answer(self.core.cfg.media.public_ip, &rec.ports) {
@@ -295,7 +318,7 @@ impl Api {
                 ))
             }
         };
-        let rec = self.create(req, client).await?;
+        let (rec, _) = self.create(req, client).await?;
         let mut reply = self.session_reply(&rec);
         if let Some(p) = &plan {
             let sprop = self.core.publisher_of(&rec.name).and_then(|p| p.sprop);
@@ -361,7 +384,7 @@ impl Api {
             ..Default::default()
         };
         set_codecs(&mut req, &media, &legs);
-        let rec = self.create(req, client).await?;
+        let (rec, _) = self.create(req, client).await?;
         let sprop = self.core.publisher_of(name).and_then(|p| p.sprop);
         let text = crate::signal::file_sdp(
             name,
@@ -378,6 +401,83 @@ impl Api {
             r.headers_mut().insert("x-media-session-id", v);
         }
         Ok(r)
+    }
+
+    /// WHIP (`kind` "whip", publish) or WHEP ("whep", play): SDP offer in, 201 with the answer
+    /// and the session's resource URL (`Location`) out (RFC 9725 and the WHEP draft).
+    async fn webrtc(
+        &self,
+        kind: &str,
+        name: &str,
+        content_type: Option<&str>,
+        body: &[u8],
+        client: SocketAddr,
+    ) -> Result<Resp, ApiError> {
+        if content_type.is_some_and(|c| c != "application/sdp") {
+            return Err(ApiError::new(
+                415,
+                "the body must be an SDP offer (Content-Type: application/sdp)",
+            ));
+        }
+        let offer = std::str::from_utf8(body)
+            .map_err(|_| ApiError::new(400, "the SDP offer is not UTF-8"))?;
+        if offer.trim().is_empty() {
+            return Err(ApiError::new(400, "empty body: send the SDP offer"));
+        }
+        let published = kind == "whip";
+        if !published {
+            let p = self
+                .core
+                .publisher_of(name)
+                .ok_or_else(|| ApiError::new(404, "Stream not found"))?;
+            if p.tracks.is_empty() {
+                return Err(ApiError::new(
+                    409,
+                    format!(
+                        "stream `{name}` has no media a browser can play (H264, VP8, Opus over \
+                         SDP-signalled RTP, SRTP or WebRTC)"
+                    ),
+                ));
+            }
+        }
+        let req = CreateRequest {
+            name: name.to_string(),
+            published,
+            app_key: "defaultApp".into(),
+            webrtc_offer: Some(offer.to_string()),
+            ..Default::default()
+        };
+        let (rec, answer) = self.create(req, client).await?;
+        let answer = answer.unwrap_or_default();
+        let mut r = Response::new(Full::new(Bytes::from(answer)));
+        *r.status_mut() = StatusCode::CREATED;
+        let h = r.headers_mut();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("application/sdp"));
+        let location = format!(
+            "/{kind}/{}/{}",
+            percent_encode(&rec.name),
+            rec.media_session_id
+        );
+        if let Ok(v) = HeaderValue::from_str(&location) {
+            h.insert(hyper::header::LOCATION, v);
+        }
+        if let Ok(v) = HeaderValue::from_str(&rec.media_session_id) {
+            h.insert("x-media-session-id", v);
+        }
+        Ok(r)
+    }
+
+    /// `DELETE` on a WHIP/WHEP resource ends that session.
+    fn webrtc_delete(&self, kind: &str, id: &str) -> Result<Resp, ApiError> {
+        let info = if kind == "whip" {
+            "Stopped by WHIP DELETE"
+        } else {
+            "Stopped by WHEP DELETE"
+        };
+        match self.core.terminate_one(id, info) {
+            Some(_) => Ok(json_resp(200, &json!({"terminated": [id]}))),
+            None => Err(ApiError::new(404, "Stream not found")),
+        }
     }
 
     /// The media description of a stream published with SDP.
@@ -404,7 +504,7 @@ impl Api {
         &self,
         mut req: CreateRequest,
         client: SocketAddr,
-    ) -> Result<crate::registry::SessionRecord, ApiError> {
+    ) -> Result<(crate::registry::SessionRecord, Option<String>), ApiError> {
         // An unknown app has no hooks; Core::create rejects it with 400.
         let msid = uuid::Uuid::new_v4().to_string();
         let mut obj = json!({
@@ -534,6 +634,22 @@ async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, ApiError> 
     Ok(buf.freeze())
 }
 
+/// `/whip/<name>` or `/whep/<name>[/<mediaSessionId>]` → ("whip"|"whep", name, id).
+fn webrtc_path(p: &str) -> Option<(&'static str, String, Option<String>)> {
+    let (kind, rest) = if let Some(r) = p.strip_prefix("/whip/") {
+        ("whip", r)
+    } else {
+        ("whep", p.strip_prefix("/whep/")?)
+    };
+    let mut parts = rest.split('/');
+    let name = percent_decode(parts.next().filter(|n| !n.is_empty())?);
+    let id = parts.next().map(percent_decode);
+    if parts.next().is_some() || id.as_deref() == Some("") {
+        return None;
+    }
+    Some((kind, name, id))
+}
+
 /// A player's hasAudio/hasVideo/codecs: the stream's, for the kinds its legs carry.
 fn set_codecs(
     req: &mut CreateRequest,
@@ -584,6 +700,18 @@ fn percent_decode(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Escapes a path segment (stream names are free text).
+fn percent_encode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -593,6 +721,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/rest-api/publish"),
     ("POST", "/rest-api/play"),
     ("GET", "/rest-api/stream/{name}.sdp"),
+    ("POST", "/whip/{name}"),
+    ("DELETE", "/whip/{name}/{mediaSessionId}"),
+    ("POST", "/whep/{name}"),
+    ("DELETE", "/whep/{name}/{mediaSessionId}"),
     ("POST", "/rest-api/stream/find_all"),
     ("POST", "/rest-api/stream/find"),
     ("POST", "/rest-api/stream/terminate"),

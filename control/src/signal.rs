@@ -5,6 +5,7 @@
 use std::net::{IpAddr, SocketAddr};
 
 use engine::srtp::{SrtpKeys, SrtpProfile};
+use engine::webrtc::{Codec, MediaKind as WebMediaKind, TrackInfo};
 use engine::LegKind;
 
 use crate::sdp::{self, MediaKind, MediaSection, Offer, PayloadType, PlayMedia, SdpError};
@@ -376,6 +377,87 @@ pub fn codecs(media: &[MediaSection]) -> (bool, bool, Option<String>, Option<Str
     (a.is_some(), v.is_some(), a.flatten(), v.flatten())
 }
 
+/// A stream's media as WebRTC tracks (what a WHEP player's answer offers): per kind, the
+/// first payload type in H264 (packetization-mode 1), VP8 or Opus. Other codecs cannot go
+/// to browsers and are left out.
+pub fn tracks_from_media(media: &[MediaSection]) -> Vec<TrackInfo> {
+    let mut out: Vec<TrackInfo> = Vec::new();
+    for m in media {
+        for p in &m.payload_types {
+            let Some(r) = &p.rtpmap else { continue };
+            let codec = match r.encoding.to_ascii_uppercase().as_str() {
+                "H264"
+                    if p.fmtp
+                        .as_deref()
+                        .is_some_and(|f| f.contains("packetization-mode=1")) =>
+                {
+                    Codec::H264
+                }
+                "VP8" => Codec::Vp8,
+                "OPUS" => Codec::Opus,
+                _ => continue,
+            };
+            if out.iter().any(|t| t.kind == codec.kind()) {
+                continue;
+            }
+            let profile = p.fmtp.as_deref().and_then(|f| {
+                f.split(';')
+                    .filter_map(|kv| kv.trim().strip_prefix("profile-level-id="))
+                    .find_map(|v| u32::from_str_radix(v.trim(), 16).ok())
+            });
+            out.push(TrackInfo {
+                kind: codec.kind(),
+                codec,
+                clock_rate: r.clock_rate,
+                payload_type: p.pt,
+                h264_profile_level_id: if codec == Codec::H264 { profile } else { None },
+            });
+        }
+    }
+    out
+}
+
+/// A WebRTC publisher's tracks as SDP media sections, for RTP players (`.sdp` files, offers).
+pub fn media_from_tracks(tracks: &[TrackInfo]) -> Vec<MediaSection> {
+    tracks
+        .iter()
+        .map(|t| MediaSection {
+            kind: match t.kind {
+                WebMediaKind::Audio => MediaKind::Audio,
+                WebMediaKind::Video => MediaKind::Video,
+            },
+            port: 9,
+            profile: sdp::TransportProfile::RtpAvp,
+            payload_types: vec![PayloadType {
+                pt: t.payload_type,
+                rtpmap: Some(sdp::RtpMap {
+                    encoding: t.codec.name().to_string(),
+                    clock_rate: t.clock_rate,
+                    channels: (t.codec == Codec::Opus).then_some(2),
+                }),
+                fmtp: match t.codec {
+                    Codec::H264 => Some(format!(
+                        "packetization-mode=1;profile-level-id={:06x}",
+                        t.h264_profile_level_id
+                            .unwrap_or(engine::webrtc::H264_CONSTRAINED_BASELINE)
+                    )),
+                    Codec::Opus => Some("minptime=10;useinbandfec=1".into()),
+                    Codec::Vp8 => None,
+                },
+            }],
+            crypto: None,
+            direction: sdp::Direction::SendOnly,
+            connection: None,
+            rtcp_port: None,
+            rtcp_mux: false,
+            mid: None,
+            ssrcs: Vec::new(),
+            bandwidth_kbps: None,
+            line: 0,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -488,5 +570,34 @@ mod tests {
             2
         );
         assert!(file_legs(&publisher, "127.0.0.1".parse().unwrap(), 65534, None).is_err());
+    }
+
+    #[test]
+    fn tracks_and_media_convert_both_ways() {
+        let media = PublishPlan::new(FF_H264_OPUS).unwrap().media();
+        let tracks = tracks_from_media(&media);
+        assert_eq!(tracks.len(), 2);
+        assert_eq!((tracks[0].codec, tracks[0].payload_type), (Codec::H264, 96));
+        assert_eq!((tracks[1].codec, tracks[1].payload_type), (Codec::Opus, 97));
+        let back = media_from_tracks(&tracks);
+        assert_eq!(back[0].payload_types[0].codec(), Some("H264"));
+        assert_eq!(
+            back[1].payload_types[0].rtpmap.as_ref().unwrap().channels,
+            Some(2)
+        );
+        assert_eq!(
+            tracks_from_media(&back),
+            tracks
+                .iter()
+                .map(|t| TrackInfo {
+                    h264_profile_level_id: (t.codec == Codec::H264)
+                        .then_some(t.h264_profile_level_id.unwrap_or(0x42e01f)),
+                    ..*t
+                })
+                .collect::<Vec<_>>()
+        );
+        // An offer with only codecs browsers cannot take gives no tracks.
+        let pcmu = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 9 RTP/AVP 0\r\n";
+        assert!(tracks_from_media(&PublishPlan::new(pcmu).unwrap().media()).is_empty());
     }
 }

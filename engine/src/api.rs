@@ -57,8 +57,11 @@ pub struct NewSession {
     pub id: SessionId,
     pub stream: StreamId,
     pub role: Role,
-    /// One leg per media section (at least one, at most [`MAX_LEGS`]).
+    /// One leg per media section (at least one, at most [`MAX_LEGS`]). WebRTC: exactly one.
     pub legs: Vec<NewLeg>,
+    /// A browser peer connection (WHIP/WHEP) whose offer control already answered; it runs
+    /// ICE, DTLS and SRTP on the single leg's socket.
+    pub webrtc: Option<Box<crate::webrtc::WebRtcSession>>,
 }
 
 /// Most legs (media sections / sockets) per session.

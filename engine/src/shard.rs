@@ -22,6 +22,7 @@ use crate::mesh::{Hop, Mesh};
 use crate::rewrite::Rewriter;
 use crate::rtp;
 use crate::srtp::SrtpContext;
+use crate::webrtc;
 
 const BGID: u16 = 1;
 const KIND_RECV: u64 = 1;
@@ -148,6 +149,8 @@ struct SendSlot {
 
 /// One socket of a session (one media section).
 struct Leg {
+    /// The socket's address (WebRTC: the host candidate the browser was given).
+    local: SocketAddr,
     socket: UdpSocket,
     peer: Option<SocketAddr>,
     peer_raw: Option<RawAddr>,
@@ -182,6 +185,11 @@ struct Session {
     closing: bool,
     /// Test hook ([`Fault::PanicOnNextPacket`]).
     fault: bool,
+    /// WebRTC sessions: the peer connection (ICE, DTLS, SRTP by str0m) and its next timer.
+    rtc: Option<Box<webrtc::WebRtcSession>>,
+    rtc_deadline: Instant,
+    /// WebRTC publishers: the video payload type (keyframe requests name it).
+    rtc_video_pt: Option<u8>,
 }
 
 impl Session {
@@ -241,6 +249,11 @@ pub(crate) struct Shard {
     scratch: Vec<u8>,
     /// The player list of the stream being fanned out (reused).
     fanout_scratch: Vec<usize>,
+    /// The payload of the packet being fanned out, as WebRTC players take it (built once).
+    rtc_payload: Option<Arc<[u8]>>,
+    /// Sessions with a WebRTC peer connection, and the earliest timer among them.
+    rtc_sessions: Vec<usize>,
+    next_rtc_deadline: Instant,
     deferred: Vec<(u64, i32, u32)>,
     wake_pending: Vec<bool>,
     next_gen: u32,
@@ -296,6 +309,9 @@ impl Shard {
             cqes: Vec::with_capacity(8192),
             scratch: Vec::with_capacity(2048),
             fanout_scratch: Vec::with_capacity(1024),
+            rtc_payload: None,
+            rtc_sessions: Vec::new(),
+            next_rtc_deadline: Instant::now(),
             deferred: Vec::with_capacity(8192),
             wake_pending: vec![false; n],
             next_gen: 1,
@@ -350,6 +366,7 @@ impl Shard {
         let idle_wait = types::Timespec::new().nsec(100_000_000);
         while !self.shutdown {
             let mut work = self.drain_commands();
+            work |= self.run_rtc_timers();
             work |= self.drain_hops();
             work |= self.process_completions();
             self.flush_wakes();
@@ -365,7 +382,16 @@ impl Shard {
                 waker.unpark();
                 continue;
             }
-            let args = types::SubmitArgs::new().timespec(&idle_wait);
+            let wait = if self.rtc_sessions.is_empty() {
+                idle_wait
+            } else {
+                let d = self
+                    .next_rtc_deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(100));
+                types::Timespec::new().nsec(d.as_nanos().max(1) as u32)
+            };
+            let args = types::SubmitArgs::new().timespec(&wait);
             match self.ring.submitter().submit_with_args(1, &args) {
                 Ok(_) => {}
                 Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME) | Some(libc::EINTR)) => {}
@@ -583,6 +609,13 @@ impl Shard {
             s.fault = false;
             panic!("injected fault in session {}", s.id);
         }
+        if s.rtc.is_some() {
+            s.counters.packets_in += 1;
+            if let Some(src) = src {
+                self.rtc_datagram(idx, leg, src, data);
+            }
+            return;
+        }
         let Some(l) = s.legs.get_mut(leg) else {
             return;
         };
@@ -673,6 +706,22 @@ impl Shard {
             l.peer = Some(src);
             l.peer_raw = Some(RawAddr::new(src));
         }
+        s.counters.bytes_in += data.len() as u64;
+        self.publisher_rtp(idx, leg, pkt, h, src);
+    }
+
+    /// A publisher's media packet, plain RTP whatever it arrived as: cache what late players
+    /// need, count, and fan out.
+    fn publisher_rtp(
+        &mut self,
+        idx: usize,
+        leg: usize,
+        pkt: Bytes,
+        h: rtp::RtpHeader,
+        src: SocketAddr,
+    ) {
+        let s = self.sessions[idx].as_mut().expect("live session");
+        let l = &mut s.legs[leg];
         l.last_ssrc = Some(h.ssrc);
         if l.h264.contains(&h.payload_type) {
             let payload = pkt.get(h.payload_offset..).unwrap_or_default();
@@ -685,7 +734,6 @@ impl Shard {
             }
         }
         s.counters.packets_in += 1;
-        s.counters.bytes_in += data.len() as u64;
         track_loss(s, &h);
         let stream = s.stream;
         if !s.active {
@@ -699,6 +747,140 @@ impl Shard {
         }
         self.fanout_local(stream, &pkt, &h);
         self.fanout_remote(stream, &pkt);
+    }
+
+    /// A datagram for a WebRTC session: str0m takes it (STUN, DTLS, SRTP, SRTCP).
+    fn rtc_datagram(&mut self, idx: usize, leg: usize, src: SocketAddr, data: &[u8]) {
+        let now = Instant::now();
+        let s = self.sessions[idx].as_mut().expect("live session");
+        let local = s.legs[leg].local;
+        s.counters.bytes_in += data.len() as u64;
+        if let Some(rtc) = s.rtc.as_mut() {
+            rtc.handle_datagram(now, src, local, data);
+        }
+        self.drain_rtc(idx);
+    }
+
+    /// Acts on everything a WebRTC session has queued, until it wants a timer.
+    fn drain_rtc(&mut self, idx: usize) {
+        loop {
+            let Some(s) = self.sessions[idx].as_mut() else {
+                return;
+            };
+            let Some(rtc) = s.rtc.as_mut() else {
+                return;
+            };
+            match rtc.poll_output() {
+                webrtc::Output::Transmit(t) => {
+                    s.counters.bytes_out += t.contents.len() as u64;
+                    self.send_bytes(idx, 0, t.destination, Bytes::from(t.contents));
+                }
+                webrtc::Output::Rtp(r) => {
+                    let n = r.rtp_len();
+                    if n > self.scratch.capacity() {
+                        self.counters.dropped_malformed += 1;
+                        continue;
+                    }
+                    self.scratch.resize(n, 0);
+                    r.write_to(&mut self.scratch);
+                    let pkt = self.arena.copy(&self.scratch);
+                    self.counters.arena_grows = self.arena.grows;
+                    let src = rtc.remote_addr().unwrap_or(s.legs[0].local);
+                    if let Ok(h) = rtp::parse_rtp(&pkt) {
+                        self.publisher_rtp(idx, 0, pkt, h, src);
+                    }
+                }
+                webrtc::Output::KeyframeRequest(_) => {
+                    s.counters.pli_in += 1;
+                    let stream = s.stream;
+                    self.route_keyframe(stream);
+                }
+                webrtc::Output::Connected => {
+                    tracing::debug!(shard = self.me, id = s.id, "WebRTC connected");
+                }
+                webrtc::Output::Disconnected(reason) => {
+                    let id = s.id;
+                    let (status, info) = match reason {
+                        webrtc::DisconnectReason::Closed => return,
+                        webrtc::DisconnectReason::ClosedByPeer => {
+                            (Status::Stopped, "Stopped by session disconnect".to_string())
+                        }
+                        r => (Status::Failed, format!("Failed: WebRTC {r}")),
+                    };
+                    self.stop_session(id, status, info);
+                    return;
+                }
+                webrtc::Output::Timeout(t) => {
+                    s.rtc_deadline = t;
+                    self.next_rtc_deadline = self.next_rtc_deadline.min(t);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Runs WebRTC timers that are due; returns whether any was.
+    fn run_rtc_timers(&mut self) -> bool {
+        if self.rtc_sessions.is_empty() {
+            return false;
+        }
+        let now = Instant::now();
+        if now < self.next_rtc_deadline {
+            return false;
+        }
+        self.next_rtc_deadline = now + Duration::from_secs(1);
+        let list = std::mem::take(&mut self.rtc_sessions);
+        for &idx in &list {
+            let due = self.sessions[idx]
+                .as_mut()
+                .filter(|s| !s.closing)
+                .and_then(|s| {
+                    let d = s.rtc_deadline;
+                    s.rtc.as_mut().map(|r| (r, d))
+                });
+            match due {
+                Some((rtc, d)) if d <= now => {
+                    rtc.handle_timeout(now);
+                    self.drain_rtc(idx);
+                }
+                Some((_, d)) => self.next_rtc_deadline = self.next_rtc_deadline.min(d),
+                None => {}
+            }
+        }
+        // `finalize` could not remove sessions that ended meanwhile from the taken list.
+        let mut list = list;
+        list.retain(|&i| self.sessions[i].as_ref().is_some_and(|s| s.rtc.is_some()));
+        list.append(&mut self.rtc_sessions);
+        self.rtc_sessions = list;
+        true
+    }
+
+    /// Sends an owned datagram (WebRTC transmits) from leg `leg` of session `idx`.
+    fn send_bytes(&mut self, idx: usize, leg: usize, to: SocketAddr, data: Bytes) {
+        let Some(slot) = self.alloc_slot() else {
+            self.counters.dropped_no_send_slot += 1;
+            return;
+        };
+        let Some(l) = self.sessions[idx].as_ref().and_then(|s| s.legs.get(leg)) else {
+            self.free_slots.push(slot as u32);
+            return;
+        };
+        let fd = l.socket.as_raw_fd();
+        let sl = &mut self.slots[slot];
+        sl.iov[0] = libc::iovec {
+            iov_base: data.as_ptr() as *mut libc::c_void,
+            iov_len: data.len(),
+        };
+        sl.pkt = Some(data);
+        sl.addr = RawAddr::new(to);
+        sl.hdr.msg_name = &mut sl.addr.storage as *mut _ as *mut libc::c_void;
+        sl.hdr.msg_namelen = sl.addr.len;
+        sl.hdr.msg_iov = sl.iov.as_mut_ptr();
+        sl.hdr.msg_iovlen = 1;
+        let e = opcode::SendMsg::new(types::Fd(fd), &sl.hdr as *const libc::msghdr)
+            .build()
+            .user_data(ud(KIND_SEND, 0, 0, slot));
+        self.push_sqe(e);
     }
 
     fn fanout_remote(&mut self, stream: StreamId, pkt: &Bytes) {
@@ -727,6 +909,7 @@ impl Shard {
         }
         // Iterate a copy (reused buffer, no allocation once grown) so `send_media` can borrow
         // the shard, and so a panic caught mid-way leaves the stream's player list intact.
+        self.rtc_payload = None;
         let mut players = std::mem::take(&mut self.fanout_scratch);
         players.clear();
         players.extend_from_slice(&ls.players);
@@ -734,6 +917,7 @@ impl Shard {
             self.send_media(p, pkt, h);
         }
         self.fanout_scratch = players;
+        self.rtc_payload = None;
     }
 
     fn alloc_slot(&mut self) -> Option<usize> {
@@ -760,6 +944,47 @@ impl Shard {
             self.free_slots.push(slot as u32);
             return;
         };
+        if let Some(rtc) = s.rtc.as_mut() {
+            let Some(rw) = s
+                .rewriter
+                .rewrite(h.payload_type, h.seq, h.timestamp, h.ssrc)
+            else {
+                s.counters.dropped += 1;
+                self.free_slots.push(slot as u32);
+                return;
+            };
+            self.free_slots.push(slot as u32);
+            // One payload Arc per publisher packet, shared by this shard's WebRTC players.
+            let payload = self
+                .rtc_payload
+                .get_or_insert_with(|| Arc::from(rtp_payload(pkt, h)))
+                .clone();
+            let out = webrtc::OutgoingRtp {
+                payload_type: h.payload_type,
+                seq: rw.seq,
+                timestamp: rw.timestamp,
+                marker: h.marker,
+                payload,
+            };
+            match rtc.send_rtp(Instant::now(), &out) {
+                Ok(()) => {
+                    s.counters.packets_out += 1;
+                    self.counters.packets_out += 1;
+                    if !s.active {
+                        s.active = true;
+                        let _ = self.events.send(Event::Status {
+                            id: s.id,
+                            status: Status::Playing,
+                            info: String::new(),
+                            remote: rtc.remote_addr(),
+                        });
+                    }
+                }
+                Err(_) => s.counters.dropped += 1,
+            }
+            self.drain_rtc(p);
+            return;
+        }
         let l = &mut s.legs[li];
         let (Some(raw), Some(rw)) = (
             l.peer_raw,
@@ -984,6 +1209,23 @@ impl Shard {
         let Some(p) = ls.publisher else {
             return;
         };
+        if let Some(s) = self.sessions[p].as_mut().filter(|s| s.rtc.is_some()) {
+            let kf = ls
+                .keyframes
+                .get_or_insert_with(|| KeyframeCoalescer::new(interval));
+            if !kf.request(now) {
+                self.counters.keyframe_requests_coalesced += 1;
+                return;
+            }
+            let pt = s.rtc_video_pt;
+            if let Some(rtc) = s.rtc.as_mut() {
+                if rtc.request_keyframe(now, webrtc::KeyframeKind::Pli, pt) {
+                    self.counters.keyframe_requests_sent += 1;
+                }
+            }
+            self.drain_rtc(p);
+            return;
+        }
         // The video leg (or a leg of unknown kind) that has seen an SSRC: a PLI names it.
         let Some((leg, target)) = self.sessions[p].as_ref().and_then(|s| {
             s.legs.iter().enumerate().find_map(|(i, l)| {
@@ -1010,6 +1252,10 @@ impl Shard {
         let Some(p) = self.streams.get(&stream).and_then(|l| l.publisher) else {
             return;
         };
+        if self.sessions[p].as_ref().is_some_and(|s| s.rtc.is_some()) {
+            // str0m recovers losses on the browser's leg itself; raw RTCP would not be SRTCP.
+            return;
+        }
         let leg = self.sessions[p]
             .as_ref()
             .and_then(|s| s.legs.iter().position(|l| l.last_ssrc == Some(ssrc)))
@@ -1057,6 +1303,10 @@ impl Shard {
                     tracing::warn!(shard = self.me, %err, "set_nonblocking failed");
                 }
                 Leg {
+                    local: l
+                        .socket
+                        .local_addr()
+                        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
                     socket: l.socket,
                     peer: l.peer,
                     peer_raw: l.peer.map(RawAddr::new),
@@ -1074,7 +1324,30 @@ impl Shard {
             })
             .collect();
         let n_legs = legs.len();
+        let rtc_video_pt = ns.webrtc.as_ref().and_then(|r| {
+            r.tracks()
+                .iter()
+                .find(|t| t.kind == webrtc::MediaKind::Video)
+                .map(|t| t.payload_type)
+        });
+        let mut legs = legs;
+        if let (Some(r), Some(l)) = (ns.webrtc.as_ref(), legs.first_mut()) {
+            // ICE-lite: the session's host candidate is the address the browser was told.
+            l.local = r.local_addr();
+            if ns.role == Role::Publisher {
+                l.h264 = r
+                    .tracks()
+                    .iter()
+                    .filter(|t| t.codec == webrtc::Codec::H264)
+                    .map(|t| t.payload_type)
+                    .collect();
+            }
+        }
+        let is_rtc = ns.webrtc.is_some();
         let session = Session {
+            rtc: ns.webrtc,
+            rtc_deadline: Instant::now(),
+            rtc_video_pt,
             id: ns.id,
             gen,
             stream: ns.stream,
@@ -1111,6 +1384,10 @@ impl Shard {
         for leg in 0..n_legs {
             self.arm_recv(idx, leg);
         }
+        if is_rtc {
+            self.rtc_sessions.push(idx);
+            self.next_rtc_deadline = Instant::now();
+        }
         if ns.role == Role::Player {
             // A joining player needs a keyframe to start decoding.
             self.route_keyframe(ns.stream);
@@ -1130,8 +1407,17 @@ impl Shard {
         if s.closing {
             return;
         }
+        let remote = s.remote();
+        if let Some(rtc) = s.rtc.as_mut() {
+            // Tell the browser (DTLS close_notify) before the socket goes.
+            rtc.close(Instant::now());
+            self.drain_rtc(idx);
+        }
+        let Some(s) = self.sessions[idx].as_mut() else {
+            return;
+        };
         s.closing = true;
-        let (stream, role, gen, remote) = (s.stream, s.role, s.gen, s.remote());
+        let (stream, role, gen) = (s.stream, s.role, s.gen);
         let armed: Vec<usize> = (0..s.legs.len())
             .filter(|&i| s.legs[i].recv_armed)
             .collect();
@@ -1167,6 +1453,9 @@ impl Shard {
     /// Releases a stopped session's socket and slot once the kernel no longer references it.
     fn finalize(&mut self, idx: usize) {
         if let Some(s) = self.sessions[idx].take() {
+            if s.rtc.is_some() {
+                self.rtc_sessions.retain(|&i| i != idx);
+            }
             self.by_id.remove(&s.id);
             self.free_sessions.push(idx);
             let _ = self.events.send(Event::Removed { id: s.id });
@@ -1190,7 +1479,7 @@ impl Shard {
                 id: s.id,
                 stream: s.stream,
                 role: s.role,
-                remote: s.remote(),
+                remote: s.rtc.as_ref().and_then(|r| r.remote_addr()).or(s.remote()),
                 counters: s.counters,
                 payload_types: s.payload_types.iter().flatten().copied().collect(),
             })
@@ -1248,4 +1537,14 @@ fn cache_param_sets(l: &mut Leg, payload: &[u8]) -> bool {
         }
     });
     changed && !l.sps.is_empty() && !l.pps.is_empty()
+}
+
+/// The payload of an RTP packet: after header, CSRCs and extension, without padding.
+fn rtp_payload<'a>(pkt: &'a [u8], h: &rtp::RtpHeader) -> &'a [u8] {
+    let end = if pkt[0] & 0x20 != 0 {
+        pkt.len() - pkt[pkt.len() - 1] as usize
+    } else {
+        pkt.len()
+    };
+    pkt.get(h.payload_offset..end).unwrap_or_default()
 }
