@@ -259,6 +259,30 @@ impl MediaSection {
     pub fn is_srtp(&self) -> bool {
         self.crypto.is_some()
     }
+
+    /// A publisher's section must send (`sendonly` or `sendrecv`).
+    pub fn check_publisher_sends(&self) -> Result<(), SdpError> {
+        if self.direction.sends() {
+            return Ok(());
+        }
+        Err(SdpError {
+            line: Some(self.line),
+            message: format!(
+                "m={} is {}: a publisher's offer must send (sendonly or sendrecv)",
+                self.kind,
+                self.direction.as_str()
+            ),
+        })
+    }
+
+    /// The server's own SDES keys for this section when it is SRTP, with the offer's suite.
+    pub fn answer_keys(&self) -> Result<Option<SrtpKeys>, SdpError> {
+        self.crypto
+            .as_ref()
+            .map(|c| SrtpKeys::generate(c.keys.profile))
+            .transpose()
+            .map_err(|e| SdpError::general(format!("SRTP key generation: {e}")))
+    }
 }
 
 /// A parsed offer.
@@ -283,16 +307,8 @@ impl Offer {
 
     /// Fresh server keys for every encrypted section, with the suite the offer chose (for
     /// [`answer`]'s `srtp_keys_per_media`).
-    pub fn generate_answer_keys(&self) -> Result<Vec<Option<SrtpKeys>>, engine::srtp::SrtpError> {
-        self.media
-            .iter()
-            .map(|m| {
-                m.crypto
-                    .as_ref()
-                    .map(|c| SrtpKeys::generate(c.keys.profile))
-                    .transpose()
-            })
-            .collect()
+    pub fn generate_answer_keys(&self) -> Result<Vec<Option<SrtpKeys>>, SdpError> {
+        self.media.iter().map(MediaSection::answer_keys).collect()
     }
 }
 
@@ -864,16 +880,7 @@ pub fn answer(
             out.push_str(&format!("m={} 0 {} {pts}\r\n", m.kind, m.profile));
             continue;
         }
-        if !m.direction.sends() {
-            return Err(SdpError {
-                line: Some(m.line),
-                message: format!(
-                    "m={} is {}: a publisher's offer must send (sendonly or sendrecv)",
-                    m.kind,
-                    m.direction.as_str()
-                ),
-            });
-        }
+        m.check_publisher_sends()?;
         let port = ports_per_media[i];
         if port == 0 {
             return Err(SdpError::general(format!(

@@ -57,23 +57,8 @@ impl PublishPlan {
             if m.port == 0 {
                 continue;
             }
-            if !m.direction.sends() {
-                return Err(SdpError {
-                    line: Some(m.line),
-                    message: format!(
-                        "m={} is {}: a publisher's offer must send (sendonly or sendrecv)",
-                        m.kind,
-                        m.direction.as_str()
-                    ),
-                });
-            }
-            let srtp_out = match &m.crypto {
-                Some(c) => Some(
-                    SrtpKeys::generate(c.keys.profile)
-                        .map_err(|e| SdpError::general(format!("SRTP key generation: {e}")))?,
-                ),
-                None => None,
-            };
+            m.check_publisher_sends()?;
+            let srtp_out = m.answer_keys()?;
             legs.push(LegSpec {
                 kind: leg_kind(m.kind),
                 srtp_in: m.crypto.as_ref().map(|c| c.keys.clone()),
@@ -196,13 +181,7 @@ impl PlayPlan {
                 line: Some(m.line),
                 message: format!("m={} has no c= address", m.kind),
             })?;
-            let srtp_out = match &m.crypto {
-                Some(c) => Some(
-                    SrtpKeys::generate(c.keys.profile)
-                        .map_err(|e| SdpError::general(format!("SRTP key generation: {e}")))?,
-                ),
-                None => None,
-            };
+            let srtp_out = m.answer_keys()?;
             legs.push(LegSpec {
                 kind: leg_kind(m.kind),
                 peer: Some(SocketAddr::new(ip, m.port)),
