@@ -292,7 +292,12 @@ async function cleanup() {
     try { fs.writeFileSync(path.join(outDir, `${label}-console.log`), lines.join("\n") + "\n"); } catch { /* ignore */ }
   }
   if (context) await withTimeout(context.close(), 10_000, "closing Chromium").catch(() => {});
-  if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true });
+  // Chromium's helpers may still be writing to the profile just after close: retry, never throw.
+  try {
+    if (userDataDir) fs.rmSync(userDataDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 });
+  } catch (e) {
+    process.stderr.write(`e2e.js: could not remove ${userDataDir}: ${e.message}\n`);
+  }
 }
 
 async function finish(err, quick) {

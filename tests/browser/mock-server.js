@@ -174,13 +174,14 @@ async function main() {
     server.listen(port, "127.0.0.1", resolve);
   }).catch(async (e) => {
     await context.close().catch(() => {});
+    try { fs.rmSync(userDataDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 }); } catch { /* left in tmp */ }
     throw e;
   });
   const base = `http://127.0.0.1:${server.address().port}`;
   const shutdown = async (code) => {
     server.close();
     await context.close().catch(() => {});
-    fs.rmSync(userDataDir, { recursive: true, force: true });
+    try { fs.rmSync(userDataDir, { recursive: true, force: true, maxRetries: 5, retryDelay: 200 }); } catch { /* left in tmp */ }
     process.exit(code);
   };
   process.on("SIGTERM", () => shutdown(143));
