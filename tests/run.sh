@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The README's test command: installs what the end-to-end tests drive (a real ffmpeg) when it
-# is missing, then runs every test of the workspace. Extra arguments go to `cargo test`.
+# The README's test command: installs what the end-to-end tests drive (a real ffmpeg, headless
+# Chromium with playwright-core) when it is missing, then runs every test of the workspace.
+# Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
@@ -11,4 +12,6 @@ if [ ${#need[@]} -gt 0 ]; then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
 fi
+# The WebRTC end-to-end test drives Debian's headless Chromium through playwright-core.
+bash tests/browser/setup.sh
 exec cargo test --workspace "$@"

@@ -103,6 +103,19 @@ struct AppBody {
     method: Option<String>,
 }
 
+/// Demo pages (camera → WHIP, WHEP → video), self-contained.
+const DEMO_PUBLISH: &str = include_str!("../demo/publish.html");
+const DEMO_PLAY: &str = include_str!("../demo/play.html");
+
+fn html_resp(page: &'static str) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from_static(page.as_bytes())));
+    r.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    r
+}
+
 /// The OpenAPI description of every route, served at /openapi.json.
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
@@ -168,6 +181,8 @@ impl Api {
             (&Method::POST, "/rest-api/stream/find") => self.find(&body, false).await,
             (&Method::POST, "/rest-api/stream/terminate") => self.terminate(&body),
             (&Method::GET, "/health") => Ok(json_resp(200, &json!({"status": "ok"}))),
+            (&Method::GET, "/demo/publish.html") => Ok(html_resp(DEMO_PUBLISH)),
+            (&Method::GET, "/demo/play.html") => Ok(html_resp(DEMO_PLAY)),
             (&Method::GET, "/metrics") => self.metrics().await,
             (&Method::GET, "/openapi.json") => {
                 let mut r = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())));
@@ -731,6 +746,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/health"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
+    ("GET", "/demo/publish.html"),
+    ("GET", "/demo/play.html"),
     ("POST", "/rest-api/admin/apps/find_all"),
     ("POST", "/rest-api/admin/apps/add"),
     ("POST", "/rest-api/admin/apps/update"),
