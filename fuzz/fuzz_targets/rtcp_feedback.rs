@@ -108,7 +108,7 @@ fn reference_safe(data: &[u8]) -> bool {
             && words >= 2
             && match (pt, b0 & 0x1f) {
                 (206, 1) | (205, 1) => true,
-                (206, 4) => (words - 2) % 2 == 0,
+                (206, 4) => (words - 2).is_multiple_of(2),
                 _ => false,
             };
         if !ok {

@@ -17,7 +17,7 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     assert!(!offer.media.is_empty());
-    let server_ip = if data.len() % 2 == 0 {
+    let server_ip = if data.len().is_multiple_of(2) {
         IpAddr::V4(Ipv4Addr::new(192, 0, 2, 1))
     } else {
         IpAddr::V6(Ipv6Addr::LOCALHOST)
