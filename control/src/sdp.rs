@@ -588,6 +588,12 @@ pub fn parse_offer(text: &str) -> Result<Offer, SdpError> {
             kind: b[0],
             value: &raw[2..],
         };
+        if raw.contains(['\0', '\r']) {
+            // RFC 8866 §9 allows neither inside a line. Values such as fmtp and mid are
+            // copied into the answer and the players' SDP, where ffmpeg would start a new
+            // line at the CR (an injected a=crypto, say) or stop reading at the NUL.
+            return Err(SdpError::at(&line, "NUL or CR inside the line"));
+        }
         if !seen_v {
             if line.kind != b'v' {
                 return Err(SdpError::at(&line, "an SDP must start with v=0"));
@@ -1261,6 +1267,30 @@ mod tests {
         ));
         assert!(!e.to_string().contains(KEY), "{e}");
         assert!(e.to_string().contains("lifetime"), "{e}");
+    }
+
+    #[test]
+    fn sdp_nul_or_cr_inside_a_line_is_refused() {
+        // Found by fuzz/sdp_parse: an fmtp value with a NUL (or a bare CR) was accepted and
+        // copied verbatim into the answer and the players' SDP; ffmpeg ends a line at CR, so
+        // a publisher could add lines (a=crypto, say) to every player's SDP.
+        let base = "v=0\r\ns=x\r\nc=IN IP4 1.2.3.4\r\nm=video 4000 RTP/AVP 96\r\n\
+                    a=rtpmap:96 H264/90000\r\n";
+        for bad in [
+            "a=fmtp:96 profile-level-id=42\ra=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:x\r\n",
+            "a=fmtp:96 sprop-parameter-sets=Z0LA\0\0\08UKqA==\r\n",
+            "a=mid:v\r\r\n",
+        ] {
+            let e = err(&format!("{base}{bad}"));
+            assert_eq!(e.line, Some(6), "{bad:?}: {e}");
+            assert!(e.message.contains("NUL or CR"), "{e}");
+        }
+        // CRLF and LF line ends are still fine, and so are tabs inside a value.
+        let o = parse_offer(&format!("{base}a=fmtp:96 a=1;\tb=2\r\n")).unwrap();
+        assert_eq!(
+            o.media[0].payload_types[0].fmtp.as_deref(),
+            Some("a=1;\tb=2")
+        );
     }
 
     #[test]

@@ -69,6 +69,63 @@ pub fn parse_rtp(buf: &[u8]) -> Result<RtpHeader, ParseError> {
     })
 }
 
+/// Whether `buf`'s header (fixed part, CSRCs, extension) fits and, for the RFC 8285
+/// one-byte (`0xBEDE`) and two-byte (`0x100X`) extension profiles, the elements exactly fill
+/// the extension block (padding bytes allowed; the reserved one-byte ID 15 is refused).
+///
+/// [`parse_rtp`] does not look inside the extension: forwarding copies it verbatim. Code that
+/// hands a packet to the `rtp` crate's header parser (webrtc-srtp does, on every call) must
+/// check this first: that parser panics on an element running past the end of the packet,
+/// and for elements that overrun or stop early it computes a header length different from
+/// the wire length, so the payload would be encrypted from the wrong offset.
+pub fn header_extension_well_formed(buf: &[u8]) -> bool {
+    if buf.len() < 12 {
+        return false;
+    }
+    let off = 12 + 4 * (buf[0] & 0x0f) as usize;
+    if buf.len() < off {
+        return false;
+    }
+    if buf[0] & 0x10 == 0 {
+        return true;
+    }
+    let Some(head) = buf.get(off..off + 4) else {
+        return false;
+    };
+    let profile = u16::from_be_bytes([head[0], head[1]]);
+    let words = u16::from_be_bytes([head[2], head[3]]) as usize;
+    let Some(block) = buf.get(off + 4..off + 4 + 4 * words) else {
+        return false;
+    };
+    let mut i = 0;
+    if profile == 0xBEDE {
+        while i < block.len() {
+            let b = block[i];
+            if b == 0 {
+                i += 1;
+            } else if b >> 4 == 15 {
+                return false;
+            } else {
+                i += 2 + (b & 0x0f) as usize;
+            }
+        }
+    } else if profile & 0xfff0 == 0x1000 {
+        while i < block.len() {
+            if block[i] == 0 {
+                i += 1;
+            } else {
+                let Some(&len) = block.get(i + 1) else {
+                    return false;
+                };
+                i += 2 + len as usize;
+            }
+        }
+    } else {
+        i = block.len(); // RFC 3550 extension: opaque
+    }
+    i == block.len()
+}
+
 /// Writes a copy of the first 12 header bytes with seq, timestamp and SSRC replaced.
 pub fn write_rewritten_header(orig: &[u8], seq: u16, ts: u32, ssrc: u32, out: &mut [u8; 12]) {
     out.copy_from_slice(&orig[..12]);
@@ -169,6 +226,37 @@ mod tests {
             (7, 9, 11, 0x60)
         );
         assert!(h.marker);
+    }
+
+    #[test]
+    fn header_extension_elements_must_fill_the_block() {
+        let with_ext = |profile: u16, block: &[u8]| {
+            let mut v = build(0, false, 0, b"");
+            v[0] |= 0x10;
+            v.extend_from_slice(&profile.to_be_bytes());
+            v.extend_from_slice(&((block.len() / 4) as u16).to_be_bytes());
+            v.extend_from_slice(block);
+            v.extend_from_slice(b"payload");
+            v
+        };
+        let ok = |v: &[u8]| header_extension_well_formed(v);
+        assert!(ok(&build(2, false, 0, b"x")));
+        assert!(ok(&build(0, true, 0, b"x")));
+        assert!(ok(&with_ext(0xBEDE, &[0, 0, 0x10, 0xAA])));
+        assert!(ok(&with_ext(0xBEDE, &[0x21, 1, 2, 0])));
+        assert!(ok(&with_ext(0x1000, &[1, 2, 0xAA, 0xBB, 0, 2, 0, 0])));
+        assert!(ok(&with_ext(0x1234, &[0xFF; 8])));
+        // Overruns (the fuzz finding), reserved ID 15, a two-byte element without its length.
+        assert!(!ok(&with_ext(0xBEDE, &[0x1F, 1, 2, 3])));
+        assert!(!ok(&with_ext(0xBEDE, &[0x10, 0xAA, 0xF0, 0])));
+        assert!(!ok(&with_ext(0x1000, &[0, 0, 0, 1])));
+        assert!(!ok(&with_ext(0x1000, &[1, 3, 0, 0])));
+        // The block itself must fit, as must the CSRCs.
+        let long = with_ext(0xBEDE, &[0x10, 0xAA, 0, 0]);
+        assert!(!ok(&long[..18]));
+        assert!(!ok(&build(4, false, 0, b"")[..20]));
+        // parse_rtp forwards what it cannot vouch for inside the block.
+        assert!(parse_rtp(&with_ext(0xBEDE, &[0x1F, 1, 2, 3])).is_ok());
     }
 
     #[test]

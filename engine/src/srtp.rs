@@ -24,6 +24,9 @@
 //!   *every* packet (two per `decrypt_rtp`), even for known SSRCs. Ours is a `u128` per SSRC.
 //! * **A bound on SSRCs per context** ([`MAX_SSRCS`]): the library creates per-SSRC state
 //!   *before* authenticating, so a flood of forged SSRCs would grow its map without limit.
+//! * **RTP header extensions are checked** ([`crate::rtp::header_extension_well_formed`]):
+//!   the library's header parser panics on an RFC 8285 element that runs past the packet,
+//!   and encrypts from a wrong offset when elements overrun their block (found by fuzzing).
 
 use std::fmt;
 use std::str::FromStr;
@@ -706,7 +709,9 @@ fn rtcp_ssrc(pkt: &[u8]) -> u32 {
     u32::from_be_bytes([pkt[4], pkt[5], pkt[6], pkt[7]])
 }
 
-/// Version 2 and at least a fixed header (+ CSRCs) + `trailer` bytes.
+/// Version 2, at least a fixed header (+ CSRCs) + `trailer` bytes, and a header extension
+/// the library's header parser reads as it is on the wire (it panics on RFC 8285 elements
+/// that run past the packet, and mis-sizes the header for ones that overrun their block).
 fn check_rtp(pkt: &[u8], trailer: usize) -> Result<(), SrtpError> {
     if pkt.len() < RTP_HEADER_LEN + trailer {
         return Err(SrtpError::Malformed("too short for RTP/SRTP"));
@@ -717,6 +722,9 @@ fn check_rtp(pkt: &[u8], trailer: usize) -> Result<(), SrtpError> {
     let cc = (pkt[0] & 0x0f) as usize;
     if pkt.len() < RTP_HEADER_LEN + 4 * cc + trailer {
         return Err(SrtpError::Malformed("too short for its CSRC count"));
+    }
+    if !crate::rtp::header_extension_well_formed(&pkt[..pkt.len() - trailer]) {
+        return Err(SrtpError::Malformed("malformed RTP header extension"));
     }
     Ok(())
 }
@@ -997,6 +1005,44 @@ mod tests {
             }
             for n in 0..8 {
                 assert!(tx2.protect_rtcp(&rtcp_rr(1)[..n]).is_err());
+            }
+        }
+    }
+
+    #[test]
+    fn srtp_malformed_header_extension_is_refused_not_a_panic() {
+        // Found by fuzz/srtp_unprotect: one-byte element 0x1F (ID 1, 16 bytes) in a one-word
+        // extension block. parse_rtp accepts the packet (forwarding copies the block
+        // verbatim), but webrtc-srtp's header parser read past the block: a panic when the
+        // packet ends within the element, a wrong encryption offset otherwise.
+        let mut p = rtp(1, 7, 0);
+        p[0] |= 0x10;
+        p.extend_from_slice(&[0xBE, 0xDE, 0, 1, 0x1F, 1, 2, 3]);
+        for profile in SrtpProfile::ALL {
+            let (mut tx, mut rx) = pair(profile);
+            for extra in [0, 3, 13, 15, 16, 40] {
+                let mut q = p.clone();
+                q.extend(std::iter::repeat_n(0xAA, extra));
+                assert!(crate::rtp::parse_rtp(&q).is_ok());
+                assert_eq!(
+                    tx.protect_rtp(&q),
+                    Err(SrtpError::Malformed("malformed RTP header extension")),
+                    "{profile} +{extra}"
+                );
+                q.extend_from_slice(&[0x55; 16]);
+                assert!(rx.unprotect_rtp(&q).is_err(), "{profile} +{extra}");
+            }
+            // Well-formed one- and two-byte extensions still round trip.
+            for (seq, ext) in [
+                (2, &[0xBE, 0xDE, 0, 2, 0x10, 0xAA, 0x21, 1, 2, 0, 0, 0][..]),
+                (3, &[0x10, 0x00, 0, 1, 0x01, 0x02, 0xAA, 0xBB][..]),
+            ] {
+                let mut q = rtp(seq, 7, 0);
+                q[0] |= 0x10;
+                q.extend_from_slice(ext);
+                q.extend_from_slice(b"payload");
+                let enc = tx.protect_rtp(&q).unwrap();
+                assert_eq!(&rx.unprotect_rtp(&enc).unwrap()[..], &q[..]);
             }
         }
     }
