@@ -56,6 +56,41 @@ pub struct Counters {
 }
 
 impl SessionRecord {
+    /// A record with the identifying fields given and everything else empty (a plain RTP
+    /// session that has not started, in `defaultApp`); callers set the rest.
+    pub fn new(
+        id: SessionId,
+        media_session_id: &str,
+        name: &str,
+        published: bool,
+        stream: StreamId,
+    ) -> SessionRecord {
+        SessionRecord {
+            id,
+            media_session_id: media_session_id.to_string(),
+            name: name.to_string(),
+            published,
+            status: Status::Pending,
+            info: String::new(),
+            app_key: "defaultApp".into(),
+            create_date: 0,
+            shard: 0,
+            port: 0,
+            stream,
+            remote: None,
+            ports: vec![0],
+            srtp: false,
+            media: Vec::new(),
+            sprop: None,
+            tracks: Vec::new(),
+            webrtc: false,
+            has_audio: false,
+            has_video: false,
+            audio_codec: None,
+            video_codec: None,
+        }
+    }
+
     /// The stream object as the REST API returns it.
     pub fn to_json(&self, c: Option<&Counters>, metrics: bool) -> Value {
         let c = c.copied().unwrap_or_default();
@@ -392,34 +427,13 @@ mod tests {
 
     fn rec(reg: &mut Registry, name: &str, published: bool, shard: usize) -> SessionRecord {
         let (id, stream) = reg.reserve(name, published).unwrap();
-        let r = SessionRecord {
-            id,
-            media_session_id: format!("m{id}"),
-            name: name.into(),
-            published,
-            status: if published {
-                Status::Publishing
-            } else {
-                Status::Playing
-            },
-            info: String::new(),
-            app_key: "defaultApp".into(),
-            create_date: 0,
-            shard,
-            port: 0,
-            stream,
-            remote: None,
-            ports: vec![0],
-            srtp: false,
-            media: Vec::new(),
-            sprop: None,
-            tracks: Vec::new(),
-            webrtc: false,
-            has_audio: false,
-            has_video: false,
-            audio_codec: None,
-            video_codec: None,
+        let mut r = SessionRecord::new(id, &format!("m{id}"), name, published, stream);
+        r.status = if published {
+            Status::Publishing
+        } else {
+            Status::Playing
         };
+        r.shard = shard;
         reg.insert(r.clone());
         r
     }

@@ -132,30 +132,13 @@ fn populate(reg: &mut Registry, specs: &[Spec]) -> Vec<SessionRecord> {
         let Ok((id, stream)) = reg.reserve(s.name, s.published) else {
             continue;
         };
-        let r = SessionRecord {
-            id,
-            media_session_id: format!("m{id}"),
-            name: s.name.into(),
-            published: s.published,
-            status: s.status,
-            info: String::new(),
-            app_key: s.app_key.into(),
-            create_date: id,
-            shard: (id % 2) as usize,
-            port: 0,
-            stream,
-            remote: None,
-            ports: vec![0],
-            srtp: false,
-            media: Vec::new(),
-            sprop: None,
-            tracks: Vec::new(),
-            webrtc: false,
-            has_audio: false,
-            has_video: true,
-            audio_codec: None,
-            video_codec: Some("H264".into()),
-        };
+        let mut r = SessionRecord::new(id, &format!("m{id}"), s.name, s.published, stream);
+        r.status = s.status;
+        r.app_key = s.app_key.into();
+        r.create_date = id;
+        r.shard = (id % 2) as usize;
+        r.has_video = true;
+        r.video_codec = Some("H264".into());
         reg.insert(r.clone());
         out.push(r);
     }

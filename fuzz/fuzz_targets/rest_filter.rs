@@ -94,22 +94,8 @@ fn records(b: &FilterBody) -> Vec<SessionRecord> {
 }
 
 fn record(msid: &str, name: &str, published: bool, status: Status, app: &str) -> SessionRecord {
-    SessionRecord {
-        id: 1,
-        media_session_id: msid.into(),
-        name: name.into(),
-        published,
-        status,
-        info: String::new(),
-        app_key: app.into(),
-        create_date: 0,
-        shard: 0,
-        port: 0,
-        stream: 1,
-        remote: None,
-        has_audio: false,
-        has_video: false,
-        audio_codec: None,
-        video_codec: None,
-    }
+    let mut r = SessionRecord::new(1, msid, name, published, 1);
+    r.status = status;
+    r.app_key = app.into();
+    r
 }
