@@ -35,6 +35,8 @@ use bytes::Bytes;
 use webrtc_srtp::context::Context;
 use webrtc_srtp::protection_profile::ProtectionProfile;
 
+mod inplace;
+
 /// Accepts base64 with or without `=` padding (RFC 4568 keys are padded, but some
 /// implementations drop it); the alphabet is the standard one.
 const B64_LENIENT: GeneralPurpose = GeneralPurpose::new(
@@ -170,6 +172,9 @@ pub enum SrtpError {
     WrongDirection,
     /// 2^48 SRTP packets were sent with one key (RFC 3711 §9.2): re-key.
     KeyExhausted,
+    /// The output buffer given to `protect_rtp_into` / `protect_rtp_in_place` is shorter
+    /// than the protected packet (`needed` bytes).
+    BufferTooSmall { needed: usize },
     /// Any other error from `webrtc-srtp`.
     Other(String),
 }
@@ -215,6 +220,9 @@ impl fmt::Display for SrtpError {
                 f.write_str("SRTP context used for both protect and unprotect")
             }
             SrtpError::KeyExhausted => f.write_str("SRTP key exhausted (2^48 packets); re-key"),
+            SrtpError::BufferTooSmall { needed } => {
+                write!(f, "SRTP output buffer too small ({needed} bytes needed)")
+            }
             SrtpError::Other(s) => write!(f, "SRTP: {s}"),
         }
     }
@@ -523,32 +531,41 @@ enum Direction {
 ///
 /// # Heap allocations per call
 ///
-/// `webrtc-srtp` 0.17 has no in-place API: every call returns a freshly allocated buffer.
-/// Counted with a counting global allocator (`engine/tests/srtp_alloc.rs`), steady state
-/// (SSRC already known), 1200-byte RTP payload, RTP without header extensions, 8-byte RR:
+/// RTP protect runs on this crate's own code ([`inplace`], the RustCrypto primitives
+/// `webrtc-srtp` uses, checked byte for byte against it); everything else goes through
+/// `webrtc-srtp` 0.17, which has no in-place API and returns a freshly allocated buffer from
+/// every call. Counted with a counting global allocator (`engine/tests/srtp_alloc.rs`),
+/// steady state (SSRC already known), 1200-byte RTP payload, RTP without header extensions,
+/// 8-byte RR:
 ///
-/// | call            | AES_CM_128_HMAC_SHA1_80 | AEAD_AES_128_GCM |
-/// |-----------------|-------------------------|------------------|
-/// | `protect_rtp`   | 1                       | 3                |
-/// | `unprotect_rtp` | 1                       | 3                |
-/// | `protect_rtcp`  | 1                       | 4                |
-/// | `unprotect_rtcp`| 1                       | 4                |
+/// | call                    | AES_CM_128_HMAC_SHA1_80 | AEAD_AES_128_GCM |
+/// |-------------------------|-------------------------|------------------|
+/// | `protect_rtp_into`      | 0                       | 0                |
+/// | `protect_rtp_in_place`  | 0                       | 0                |
+/// | `protect_rtp`           | 1 (the output)          | 1 (the output)   |
+/// | `unprotect_rtp`         | 1                       | 3                |
+/// | `protect_rtcp`          | 1                       | 4                |
+/// | `unprotect_rtcp`        | 1                       | 4                |
 ///
-/// The one AES-CM allocation is the output `Vec` (packet + tag), handed to `Bytes` without
-/// copying. GCM adds a 12-byte nonce `Vec` and the `aes-gcm` ciphertext `Vec` (and the
-/// 12-byte AAD `Vec` for RTCP). An RTP packet **with a header extension** costs two more
-/// (the library parses the header into an owned `rtp::header::Header`: the element list and
-/// one `Bytes` per element): a packet with one one-byte-header element costs 3 with AES-CM,
-/// 5 with GCM. The first packet of a new SSRC also allocates the per-SSRC map entries.
-/// Nothing is allocated on the error paths checked before the library is called (short
-/// packets, bad version, replays, E flag clear, too many SSRCs); an AES-CM packet that
-/// fails authentication costs the 1 output allocation (the library allocates before it
-/// checks the tag).
+/// `protect_rtp*` cost the same with header extensions or CSRCs. The library's one AES-CM
+/// allocation is the output `Vec` (packet + tag), handed to `Bytes` without copying. GCM adds
+/// a 12-byte nonce `Vec` and the `aes-gcm` ciphertext `Vec` (and the 12-byte AAD `Vec` for
+/// RTCP). An RTP packet **with a header extension** costs `unprotect_rtp` two more (the
+/// library parses the header into an owned `rtp::header::Header`: the element list and one
+/// `Bytes` per element): 3 with AES-CM, 5 with GCM. The first packet of a new SSRC also
+/// allocates the per-SSRC state. Nothing is allocated on the error paths checked before the
+/// library is called (short packets, bad version, replays, E flag clear, too many SSRCs); an
+/// AES-CM packet that fails authentication costs the 1 output allocation (the library
+/// allocates before it checks the tag).
 ///
-/// So SRTP on the per-player hot path (`protect_rtp` once per player per packet) costs one
-/// allocation of `len + 10` bytes per player per packet with the suite ffmpeg uses.
+/// So SRTP on the per-player hot path (`protect_rtp_in_place` into the shard's send slot,
+/// once per player per packet) allocates nothing; the once-per-publisher-packet
+/// `unprotect_rtp` still allocates its output.
 pub struct SrtpContext {
+    /// `webrtc-srtp`: unprotect and RTCP.
     ctx: Context,
+    /// Our own RTP protect (no allocation), with its own per-SSRC rollover counters.
+    rtp_tx: inplace::RtpProtector,
     profile: SrtpProfile,
     direction: Option<Direction>,
     rtp_replay: Vec<ReplayWindow>,
@@ -583,6 +600,7 @@ impl SrtpContext {
         let ctx = Context::new(&keys.key, &keys.salt, keys.profile.to_webrtc(), None, None)?;
         Ok(SrtpContext {
             ctx,
+            rtp_tx: inplace::RtpProtector::new(keys)?,
             profile: keys.profile,
             direction: None,
             rtp_replay: Vec::with_capacity(2),
@@ -619,12 +637,34 @@ impl SrtpContext {
     }
 
     /// Encrypts and authenticates an RTP packet (header in clear, payload encrypted, tag
-    /// appended). The result is `pkt.len() + profile.rtp_overhead()` bytes.
+    /// appended). The result is `pkt.len() + profile.rtp_overhead()` bytes, in a new buffer
+    /// (one allocation); [`protect_rtp_into`](Self::protect_rtp_into) and
+    /// [`protect_rtp_in_place`](Self::protect_rtp_in_place) allocate nothing.
     pub fn protect_rtp(&mut self, pkt: &[u8]) -> Result<Bytes, SrtpError> {
         self.direction(Direction::Protect)?;
         check_rtp(pkt, 0)?;
-        Self::admit(&mut self.rtp_ssrcs, rtp_ssrc(pkt))?;
-        Ok(self.ctx.encrypt_rtp(pkt)?)
+        let mut out = vec![0u8; pkt.len() + self.profile.rtp_overhead()];
+        let n = self.rtp_tx.protect_into(pkt, &mut out)?;
+        out.truncate(n);
+        Ok(Bytes::from(out))
+    }
+
+    /// [`protect_rtp`](Self::protect_rtp) into `out`, which must hold
+    /// `pkt.len() + profile.rtp_overhead()` bytes ([`SrtpError::BufferTooSmall`] otherwise).
+    /// Returns the protected length. No allocation.
+    pub fn protect_rtp_into(&mut self, pkt: &[u8], out: &mut [u8]) -> Result<usize, SrtpError> {
+        self.direction(Direction::Protect)?;
+        check_rtp(pkt, 0)?;
+        self.rtp_tx.protect_into(pkt, out)
+    }
+
+    /// [`protect_rtp`](Self::protect_rtp) in place: `buf[..len]` is the RTP packet; it is
+    /// encrypted where it is and the tag written after it, so `buf` needs
+    /// `len + profile.rtp_overhead()` bytes. Returns the protected length. No allocation.
+    pub fn protect_rtp_in_place(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
+        self.direction(Direction::Protect)?;
+        check_rtp(buf.get(..len).unwrap_or(buf), 0)?;
+        self.rtp_tx.protect_in_place(buf, len)
     }
 
     /// Verifies, replay-checks and decrypts an SRTP packet; returns the plain RTP packet.
