@@ -7,6 +7,7 @@
 //! load fanout  --raw-relay 127.0.0.1:44000 --player-base-port 45000 --players 100 ...
 //! load publish --server http://127.0.0.1:8081 --name s1 --pps 1000 --duration 30
 //! load play    --server http://127.0.0.1:8081 --name s1 --players 50 --duration 30
+//! load fanout  --srtp AES_CM_128_HMAC_SHA1_80 --players 100 ...   # SDES-keyed SRTP both ways
 //! load compare engine.json raw.json
 //! ```
 
@@ -20,6 +21,7 @@ use benches::relay::{Relay, RelayConfig};
 use benches::report::{compare, Report};
 use benches::{net, plot, signal, Result};
 use clap::{Args, Parser, Subcommand};
+use engine::srtp::SrtpProfile;
 
 #[derive(Parser)]
 #[command(
@@ -134,6 +136,19 @@ struct LoadArgs {
     /// No progress output.
     #[arg(long)]
     quiet: bool,
+    /// SRTP (server only): publishers and players post SDP offers with `a=crypto` keys of this
+    /// suite (AES_CM_128_HMAC_SHA1_80 or AEAD_AES_128_GCM); publishers encrypt, the server
+    /// decrypts once and encrypts per player. --size is the RTP packet before protection.
+    #[arg(long, value_parser = parse_suite)]
+    srtp: Option<SrtpProfile>,
+    /// SRTP: each player authenticates and decrypts one datagram in this many (loss and
+    /// latency come from the header-extension stamp of every datagram, without decrypting).
+    #[arg(long, default_value_t = 64)]
+    srtp_check_every: u32,
+}
+
+fn parse_suite(s: &str) -> std::result::Result<SrtpProfile, String> {
+    s.parse::<SrtpProfile>().map_err(|e| e.to_string())
 }
 
 #[derive(Args)]
@@ -210,6 +225,8 @@ fn config(
     c.server_pid = a.server_pid;
     c.kernel_timestamps = !a.user_timestamps;
     c.progress = !a.quiet;
+    c.srtp = a.srtp;
+    c.srtp_check_every = a.srtp_check_every;
     Ok(c)
 }
 
