@@ -150,10 +150,12 @@ struct SendSlot {
     srtp_buf: Option<Box<[u8]>>,
 }
 
-/// Size of a send slot's SRTP buffer: the largest datagram the default 2 KiB receive buffers
-/// can deliver, plus the largest tag. Bigger packets (a larger `recv_buffer_size`) take the
-/// allocating `protect_rtp` path instead.
-const SRTP_SLOT_LEN: usize = 2048 + 32;
+/// Size of a send slot's SRTP buffer: a protected packet that fits an Ethernet frame (1,472
+/// bytes of UDP payload on a 1,500-byte MTU) with room to spare. Bigger packets (jumbo frames,
+/// loopback) take the allocating `protect_rtp` path instead. A slot buffer is only allocated
+/// once the slot carries SRTP, so it costs at most `send_slots` x 1.5 KiB per shard, in
+/// proportion to how many SRTP sends are in flight at once.
+const SRTP_SLOT_LEN: usize = 1536;
 /// The largest SRTP tag of the suites we speak (AEAD_AES_128_GCM).
 const SRTP_MAX_OVERHEAD: usize = 16;
 
@@ -767,8 +769,8 @@ impl Shard {
                 ctx.protect_rtp_in_place(buf, len)
                     .map(|n| (buf.as_mut_ptr(), n, None))
             } else {
-                // Larger than a slot buffer (only with recv_buffer_size > 2 KiB): assemble in
-                // the shard's scratch buffer and send the library's allocated output.
+                // Larger than a slot buffer (more than an Ethernet frame): assemble in the
+                // shard's scratch buffer and send the allocated output of `protect_rtp`.
                 self.scratch.clear();
                 self.scratch.extend_from_slice(&sl.head[..12]);
                 self.scratch.extend_from_slice(payload);

@@ -134,7 +134,7 @@ fn srtp_players_do_not_allocate_per_packet() {
                 (
                     Rewriter::new(i),
                     SrtpContext::new(&keys).unwrap(),
-                    vec![0u8; 2048 + 32].into_boxed_slice(),
+                    vec![0u8; 1536].into_boxed_slice(),
                 )
             })
             .collect();
