@@ -8,6 +8,7 @@
 //! load publish --server http://127.0.0.1:8081 --name s1 --pps 1000 --duration 30
 //! load play    --server http://127.0.0.1:8081 --name s1 --players 50 --duration 30
 //! load fanout  --srtp AES_CM_128_HMAC_SHA1_80 --players 100 ...   # SDES-keyed SRTP both ways
+//! load terminate --server http://127.0.0.1:8081     # terminate -> last packet, 10k sessions
 //! load compare engine.json raw.json
 //! ```
 
@@ -46,6 +47,51 @@ enum Cmd {
     Play(PlayArgs),
     /// Compares an engine report with a raw-relay report (JSON files from --json).
     Compare { engine: PathBuf, baseline: PathBuf },
+    /// Terminate -> last packet latency with many sessions (see benches/src/terminate.rs).
+    Terminate(TerminateArgs),
+}
+
+#[derive(Args)]
+struct TerminateArgs {
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    server: String,
+    #[arg(long)]
+    token: Option<String>,
+    /// Streams whose players are terminated and timed.
+    #[arg(long, default_value_t = 2)]
+    probe_streams: u32,
+    /// Players per probe stream.
+    #[arg(long, default_value_t = 50)]
+    probe_players: u32,
+    /// Packets/s per probe publisher (1000: the last packet is known to 1 ms).
+    #[arg(long, default_value_t = 1000)]
+    probe_pps: u32,
+    /// Background streams (they make up the session count).
+    #[arg(long, default_value_t = 98)]
+    streams: u32,
+    /// Players per background stream.
+    #[arg(long, default_value_t = 100)]
+    players: u32,
+    /// Packets/s per background publisher.
+    #[arg(long, default_value_t = 2)]
+    pps: u32,
+    #[arg(long, default_value_t = 1100)]
+    size: usize,
+    /// Passes over the probe players (each terminates and re-creates every probe player).
+    #[arg(long, default_value_t = 5)]
+    passes: u32,
+    /// Milliseconds between two terminates.
+    #[arg(long, default_value_t = 20)]
+    gap_ms: u64,
+    /// Milliseconds after a pass's last terminate before the last arrivals are read.
+    #[arg(long, default_value_t = 300)]
+    grace_ms: u64,
+    #[arg(long, default_value_t = 2)]
+    recv_threads: usize,
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -242,6 +288,13 @@ fn target(server: &str, raw: Option<SocketAddr>, token: &Option<String>) -> Targ
 
 /// Runs, prints, writes outputs. Fails if players were expected to receive and got nothing.
 fn run_load(cfg: FanoutConfig, a: &LoadArgs) -> Result<()> {
+    if cfg.srtp.is_some() && cfg.pps == 0 {
+        eprintln!(
+            "warning: unpaced SRTP: if the server falls behind and its input socket drops 2^15 \
+             consecutive packets, its SRTP rollover counter for the publisher desynchronises \
+             (RFC 3711 3.3.1) and every later packet fails authentication; give a --pps"
+        );
+    }
     let report = fanout::run(&cfg)?;
     print!("{}", report.summary());
     if let Some(p) = &a.json {
@@ -338,6 +391,34 @@ fn main() -> ExitCode {
                 &a.load,
             )?;
             run_load(cfg, &a.load)
+        }
+        Cmd::Terminate(a) => {
+            let mut c = benches::terminate::TerminateConfig::new(&a.server);
+            c.token = a.token;
+            c.probe_streams = a.probe_streams;
+            c.probe_players = a.probe_players;
+            c.probe_pps = a.probe_pps;
+            c.streams = a.streams;
+            c.players = a.players;
+            c.pps = a.pps;
+            c.size = a.size;
+            c.passes = a.passes;
+            c.gap = Duration::from_millis(a.gap_ms);
+            c.grace = Duration::from_millis(a.grace_ms);
+            c.recv_threads = a.recv_threads;
+            c.progress = !a.quiet;
+            let r = benches::terminate::run(&c)?;
+            print!("{}", r.summary());
+            if let Some(p) = &a.json {
+                std::fs::write(p, serde_json::to_string_pretty(&r)?)
+                    .map_err(|e| format!("{}: {e}", p.display()))?;
+            }
+            if r.still_receiving > 0 {
+                return Err(
+                    format!("{} terminated players kept receiving", r.still_receiving).into(),
+                );
+            }
+            Ok(())
         }
         Cmd::Compare { engine, baseline } => {
             let (e, b) = (read_report(&engine)?, read_report(&baseline)?);
