@@ -6,6 +6,14 @@
 //! player receives every publisher (the relay copies each datagram to all its destinations), so
 //! compare the two with one publisher, or mind that the relay's load is `publishers` times
 //! larger.
+//!
+//! SRTP mode ([`FanoutConfig::srtp`], server only): publishers publish with an SDP offer
+//! carrying their `a=crypto` key and encrypt every packet; players play with an offer carrying
+//! theirs and get, in the answer, the key the server encrypts their copy with. The send stamp
+//! rides in an RTP header extension (authenticated, not encrypted: see [`crate::pkt`]), so
+//! players account loss/latency without decrypting; each player authenticates and decrypts one
+//! datagram in [`FanoutConfig::srtp_check_every`] to prove its key works
+//! ([`crate::report::SrtpCheck`]).
 
 use std::io::IsTerminal;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
@@ -18,15 +26,19 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use engine::srtp::{SrtpContext, SrtpKeys, SrtpProfile};
+
 use crate::clock::realtime_offset_ns;
 use crate::clock::{mono_ns, sleep_until};
 use crate::net::{
-    bind_udp, enable_rx_drop_counter, enable_rx_timestamps, rss_kib, udp_rcvbuf_errors, Ancillary,
-    Epoll, RecvBatch, SendBatch,
+    bind_udp, cpu_seconds, enable_rx_drop_counter, enable_rx_timestamps, rss_kib,
+    udp_rcvbuf_errors, Ancillary, Epoll, RecvBatch, SendBatch,
 };
-use crate::pkt::{publisher_ssrc, ts_step, write_fields, MIN_PACKET_LEN};
-use crate::report::{Jitter, Latency, Point, Received, Report, Rss, Sent, Setup};
-use crate::rest::Client;
+use crate::pkt::{
+    publisher_ssrc, ts_step, write_fields, write_fields_at, StampAt, MIN_PACKET_LEN_EXT,
+};
+use crate::report::{Cpu, Jitter, Latency, Point, Received, Report, Rss, Sent, Setup, SrtpCheck};
+use crate::rest::{answer_keys, srtp_offer, Client};
 use crate::rx::{latency_histogram, PlayerRx, RxTotals, Series};
 use crate::{signal, Result};
 
@@ -78,6 +90,11 @@ pub struct FanoutConfig {
     /// time the tool read the packet, so latency excludes the players' own scheduling delay.
     pub kernel_timestamps: bool,
     pub progress: bool,
+    /// SRTP with this suite (server only): see the module docs. `size` is the RTP packet
+    /// before protection; on the wire each datagram is `size + suite overhead` bytes.
+    pub srtp: Option<SrtpProfile>,
+    /// SRTP mode: each player decrypts one datagram in this many (>= 1).
+    pub srtp_check_every: u32,
 }
 
 impl FanoutConfig {
@@ -102,16 +119,40 @@ impl FanoutConfig {
             server_pid: None,
             kernel_timestamps: true,
             progress: true,
+            srtp: None,
+            srtp_check_every: 64,
         }
     }
 
+    /// Where packets carry the send stamp.
+    fn stamp_at(&self) -> StampAt {
+        if self.srtp.is_some() {
+            StampAt::Extension
+        } else {
+            StampAt::Payload
+        }
+    }
+
+    /// Bytes on the wire per packet.
+    fn wire_size(&self) -> usize {
+        self.size + self.srtp.map_or(0, |p| p.rtp_overhead())
+    }
+
     fn validate(&self) -> Result<()> {
-        if self.size < MIN_PACKET_LEN || self.size > crate::net::MAX_DATAGRAM {
-            return Err(format!(
-                "--size must be in {MIN_PACKET_LEN}..={}",
-                crate::net::MAX_DATAGRAM
-            )
-            .into());
+        let (min, max) = (
+            self.stamp_at().min_len(),
+            crate::net::MAX_DATAGRAM - (self.wire_size() - self.size),
+        );
+        if self.size < min || self.size > max {
+            return Err(format!("--size must be in {min}..={max}").into());
+        }
+        if self.srtp.is_some() {
+            if let Target::Raw { .. } = self.target {
+                return Err("--srtp needs the server (the raw relay baseline is plain UDP)".into());
+            }
+            if self.srtp_check_every == 0 {
+                return Err("--srtp-check-every must be at least 1".into());
+            }
         }
         if self.publishers == 0 && self.players == 0 {
             return Err("nothing to do: no publishers and no players".into());
@@ -187,6 +228,8 @@ struct Publisher {
     seq0: u16,
     attempted: u64,
     sent: u64,
+    /// SRTP mode: the publisher's own key (the one its offer carried).
+    srtp: Option<SrtpContext>,
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -194,6 +237,7 @@ fn sender(
     mut pubs: Vec<Publisher>,
     pps: u32,
     size: usize,
+    wire_size: usize,
     batch: usize,
     t0: u64,
     end: u64,
@@ -201,8 +245,10 @@ fn sender(
     stop: &AtomicBool,
     tx_count: &AtomicU64,
 ) -> SenderResult {
-    let mut sb = SendBatch::new(batch, size);
+    let mut sb = SendBatch::new(batch, wire_size);
     let batch = sb.capacity();
+    // SRTP: each packet is built here in the clear, then protected into the send batch.
+    let mut plain = vec![0u8; size];
     let step = ts_step(pps);
     let mut res = SenderResult {
         per_publisher: vec![0; pubs.len()],
@@ -243,21 +289,25 @@ fn sender(
                 }
                 for i in 0..k {
                     let n = p.attempted + i as u64;
-                    write_fields(
-                        sb.packet_mut(i),
-                        p.seq0.wrapping_add(n as u16),
-                        (n as u32).wrapping_mul(step),
-                        p.ssrc,
-                        stamp,
-                        p.idx,
-                    );
+                    let (seq, ts) = (p.seq0.wrapping_add(n as u16), (n as u32).wrapping_mul(step));
+                    match p.srtp.as_mut() {
+                        None => write_fields(sb.packet_mut(i), seq, ts, p.ssrc, stamp, p.idx),
+                        Some(ctx) => {
+                            let at = StampAt::Extension;
+                            write_fields_at(at, &mut plain, seq, ts, p.ssrc, stamp, p.idx);
+                            let n = ctx
+                                .protect_rtp_into(&plain, sb.packet_mut(i))
+                                .expect("SRTP protect of the tool's own packet");
+                            debug_assert_eq!(n, wire_size);
+                        }
+                    }
                 }
                 let r = sb.send(p.sock.as_raw_fd(), k);
                 p.attempted += k as u64;
                 p.sent += r.sent as u64;
                 owed -= k as u64;
                 res.failed += r.failed as u64;
-                res.bytes += (r.sent * size) as u64;
+                res.bytes += (r.sent * wire_size) as u64;
                 tx_count.fetch_add(r.sent as u64, Ordering::Relaxed);
                 let slot = ((stamp - t0) / interval_ns) as usize;
                 if res.per_interval.len() <= slot {
@@ -282,6 +332,7 @@ fn sender(
 
 struct ReceiverResult {
     players: Vec<(usize, PlayerRx)>,
+    srtp: SrtpTally,
     latency: Histogram<u64>,
     series: Series,
     last_arrival_ns: u64,
@@ -303,8 +354,50 @@ impl ArrivalClock {
     }
 }
 
+/// SRTP mode: one player's decryption context (the key the server answered with).
+struct PlayerSrtp {
+    ctx: SrtpContext,
+    every: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct SrtpTally {
+    checked: u64,
+    ok: u64,
+    auth_failures: u64,
+    other_failures: u64,
+}
+
+impl SrtpTally {
+    fn add(&mut self, o: &SrtpTally) {
+        self.checked += o.checked;
+        self.ok += o.ok;
+        self.auth_failures += o.auth_failures;
+        self.other_failures += o.other_failures;
+    }
+
+    /// Authenticates and decrypts `d`; the plaintext after our header must be the
+    /// publisher's zero filler.
+    fn check(&mut self, s: &mut PlayerSrtp, d: &[u8]) {
+        self.checked += 1;
+        match s.ctx.unprotect_rtp(d) {
+            Ok(p)
+                if p.len() >= MIN_PACKET_LEN_EXT
+                    && p[MIN_PACKET_LEN_EXT..].iter().all(|&b| b == 0) =>
+            {
+                self.ok += 1
+            }
+            Ok(_) => self.other_failures += 1,
+            Err(engine::srtp::SrtpError::Auth) => self.auth_failures += 1,
+            Err(_) => self.other_failures += 1,
+        }
+    }
+}
+
+type PlayerSock = (usize, UdpSocket, Option<PlayerSrtp>);
+
 fn receiver(
-    socks: Vec<(usize, UdpSocket)>,
+    mut socks: Vec<PlayerSock>,
     batch: usize,
     clock: ArrivalClock,
     t0: u64,
@@ -313,14 +406,15 @@ fn receiver(
     rx_count: &AtomicU64,
 ) -> std::io::Result<ReceiverResult> {
     let mut ep = Epoll::new(256)?;
-    for (k, (_, s)) in socks.iter().enumerate() {
+    for (k, (_, s, _)) in socks.iter().enumerate() {
         s.set_nonblocking(true)?;
         ep.add(s.as_raw_fd(), k as u64)?;
     }
     let mut players: Vec<(usize, PlayerRx)> = socks
         .iter()
-        .map(|(j, _)| (*j, PlayerRx::default()))
+        .map(|(j, _, _)| (*j, PlayerRx::default()))
         .collect();
+    let mut tally = SrtpTally::default();
     let mut latency = latency_histogram(3);
     let mut series = Series::new(t0, interval_ns);
     let mut rb = RecvBatch::with_ancillary(batch);
@@ -331,7 +425,8 @@ fn receiver(
         ready.clear();
         ready.extend(ep.wait(20)?);
         for &k in &ready {
-            let (fd, player) = (socks[k as usize].1.as_raw_fd(), &mut players[k as usize].1);
+            let (_, sock, srtp) = &mut socks[k as usize];
+            let (fd, player) = (sock.as_raw_fd(), &mut players[k as usize].1);
             // Bounded per socket so one busy player cannot starve the others.
             for _ in 0..16 {
                 match rb.recv(fd, libc::MSG_DONTWAIT) {
@@ -345,6 +440,11 @@ fn receiver(
                             }
                             let at = clock.arrival(&anc, now);
                             let lat = player.on_datagram(d, at);
+                            if let Some(s) = srtp.as_mut() {
+                                if (player.packets - 1) % s.every == 0 {
+                                    tally.check(s, d);
+                                }
+                            }
                             if let Some(l) = lat {
                                 latency.saturating_record(l.min(crate::rx::MAX_LATENCY_NS));
                             }
@@ -372,6 +472,7 @@ fn receiver(
     }
     Ok(ReceiverResult {
         players,
+        srtp: tally,
         latency,
         series,
         last_arrival_ns,
@@ -433,10 +534,19 @@ pub fn run(cfg: &FanoutConfig) -> Result<Report> {
     let mut setup = Setup::default();
     let t = Instant::now();
     let mut dests = Vec::with_capacity(n_pub);
+    let mut pub_srtp: Vec<Option<SrtpContext>> = Vec::with_capacity(n_pub);
     for name in cfg.names.iter().take(n_pub) {
         match (&client, &cfg.target) {
             (Some(c), _) => {
-                let r = c.publish(name)?;
+                let r = match cfg.srtp {
+                    Some(profile) => {
+                        let keys = SrtpKeys::generate(profile)?;
+                        let r = c.publish_sdp(name, &srtp_offer(None, &keys))?;
+                        pub_srtp.push(Some(SrtpContext::new(&keys)?));
+                        r
+                    }
+                    None => c.publish(name)?,
+                };
                 sessions.ids.push(r.media_session_id.clone());
                 dests.push(r.media_addr()?);
             }
@@ -450,9 +560,25 @@ pub fn run(cfg: &FanoutConfig) -> Result<Report> {
     let host_drops_before = udp_rcvbuf_errors().ok();
     let t = Instant::now();
     let mut play_sessions = 0u32;
+    let mut play_srtp: Vec<Option<PlayerSrtp>> = Vec::with_capacity(n_play);
     if let Some(c) = &client {
         for (j, s) in players.iter().enumerate() {
-            let r = c.play(&cfg.names[j % cfg.names.len()], s.local_addr()?)?;
+            let name = &cfg.names[j % cfg.names.len()];
+            let r = match cfg.srtp {
+                Some(profile) => {
+                    // The player's own key would protect the RTCP it sends (none here); the
+                    // answer's key is what the server encrypts this player's copy with.
+                    let keys = SrtpKeys::generate(profile)?;
+                    let r = c.play_sdp(name, &srtp_offer(Some(s.local_addr()?), &keys))?;
+                    let answer = r.sdp.as_deref().ok_or("play reply without an SDP answer")?;
+                    play_srtp.push(Some(PlayerSrtp {
+                        ctx: SrtpContext::new(&answer_keys(answer)?)?,
+                        every: cfg.srtp_check_every.max(1) as u64,
+                    }));
+                    r
+                }
+                None => c.play(name, s.local_addr()?)?,
+            };
             sessions.ids.push(r.media_session_id);
             play_sessions += 1;
         }
@@ -460,11 +586,13 @@ pub fn run(cfg: &FanoutConfig) -> Result<Report> {
     setup.play_ms = ms_since(t);
     let rss_after_players = cfg.server_pid.map(rss_kib).transpose()?;
 
+    pub_srtp.resize_with(n_pub, || None);
     let pubs: Vec<Publisher> = pub_socks
         .into_iter()
         .zip(&dests)
+        .zip(pub_srtp)
         .enumerate()
-        .map(|(i, (sock, dest))| {
+        .map(|(i, ((sock, dest), srtp))| {
             sock.connect(dest)?;
             Ok(Publisher {
                 sock,
@@ -473,6 +601,7 @@ pub fn run(cfg: &FanoutConfig) -> Result<Report> {
                 seq0: (i as u16).wrapping_mul(7919),
                 attempted: 0,
                 sent: 0,
+                srtp,
             })
         })
         .collect::<Result<_>>()?;
@@ -507,10 +636,15 @@ pub fn run(cfg: &FanoutConfig) -> Result<Report> {
         kernel_offset: cfg.kernel_timestamps.then(realtime_offset_ns),
     };
     let threads = cfg.recv_threads.clamp(1, n_play.max(1));
-    let mut groups: Vec<Vec<(usize, UdpSocket)>> = (0..threads).map(|_| Vec::new()).collect();
-    for (j, s) in players.into_iter().enumerate() {
-        groups[j % threads].push((j, s));
+    let mut groups: Vec<Vec<PlayerSock>> = (0..threads).map(|_| Vec::new()).collect();
+    play_srtp.resize_with(n_play, || None);
+    for (j, (s, srtp)) in players.into_iter().zip(play_srtp).enumerate() {
+        groups[j % threads].push((j, s, srtp));
     }
+    // CPU of the target (and of this tool) from here to the end of the drain.
+    let cpu_start = mono_ns();
+    let target_cpu0 = cfg.server_pid.map(cpu_seconds).transpose()?;
+    let tool_cpu0 = cpu_seconds(std::process::id()).ok();
     let receivers: Vec<JoinHandle<std::io::Result<ReceiverResult>>> = groups
         .into_iter()
         .filter(|g| !g.is_empty())
@@ -526,7 +660,7 @@ pub fn run(cfg: &FanoutConfig) -> Result<Report> {
 
     let sender_thread = {
         let (stop, tx_count) = (stop.clone(), tx_count.clone());
-        let (pps, size, batch) = (cfg.pps, cfg.size, cfg.batch);
+        let (pps, size, wire, batch) = (cfg.pps, cfg.size, cfg.wire_size(), cfg.batch);
         std::thread::Builder::new()
             .name("publisher-tx".into())
             .spawn(move || {
@@ -534,6 +668,7 @@ pub fn run(cfg: &FanoutConfig) -> Result<Report> {
                     pubs,
                     pps,
                     size,
+                    wire,
                     batch,
                     t0,
                     end,
@@ -572,6 +707,9 @@ pub fn run(cfg: &FanoutConfig) -> Result<Report> {
     for r in receivers {
         results.push(r.join().map_err(|_| "receiver thread panicked")??);
     }
+    let cpu_wall_s = (mono_ns() - cpu_start) as f64 / 1e9;
+    let target_cpu1 = cfg.server_pid.map(cpu_seconds).transpose()?;
+    let tool_cpu1 = cpu_seconds(std::process::id()).ok();
     let rss_after_run = cfg.server_pid.map(rss_kib).transpose()?;
     let host_udp_rcvbuf_errors =
         host_drops_before.and_then(|b| Some(udp_rcvbuf_errors().ok()?.saturating_sub(b)));
@@ -582,7 +720,9 @@ pub fn run(cfg: &FanoutConfig) -> Result<Report> {
     let mut series = Series::new(t0, interval_ns);
     let mut all_players: Vec<(usize, PlayerRx)> = Vec::with_capacity(n_play);
     let mut last_arrival_ns = 0u64;
+    let mut tally = SrtpTally::default();
     for r in results {
+        tally.add(&r.srtp);
         last_arrival_ns = last_arrival_ns.max(r.last_arrival_ns);
         latency.add(&r.latency).map_err(|e| format!("{e:?}"))?;
         series.merge(&r.series);
@@ -658,6 +798,33 @@ pub fn run(cfg: &FanoutConfig) -> Result<Report> {
         _ => None,
     };
 
+    let cpu = |pid: u32, a: Option<f64>, b: Option<f64>| {
+        let cpu_s = b? - a?;
+        Some(Cpu {
+            pid,
+            cpu_s,
+            wall_s: cpu_wall_s,
+            cores: cpu_s / cpu_wall_s.max(1e-9),
+            rx_pps_per_core: if cpu_s > 0.0 {
+                totals.packets as f64 / cpu_s
+            } else {
+                0.0
+            },
+        })
+    };
+    let target_cpu = cfg
+        .server_pid
+        .and_then(|pid| cpu(pid, target_cpu0, target_cpu1));
+    let tool_cpu = cpu(std::process::id(), tool_cpu0, tool_cpu1);
+    let srtp = cfg.srtp.map(|p| SrtpCheck {
+        suite: p.sdes_name().into(),
+        check_every: cfg.srtp_check_every,
+        checked: tally.checked,
+        ok: tally.ok,
+        auth_failures: tally.auth_failures,
+        other_failures: tally.other_failures,
+    });
+
     Ok(Report {
         target: target_name.into(),
         target_addr,
@@ -706,6 +873,9 @@ pub fn run(cfg: &FanoutConfig) -> Result<Report> {
             max_us: totals.jitter_max_ns / 1000.0,
         },
         rss,
+        srtp,
+        target_cpu,
+        tool_cpu,
         host_udp_rcvbuf_errors,
         series: series_points,
     })

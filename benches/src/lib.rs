@@ -11,6 +11,7 @@
 //! - [`rest`]: the server's REST API (publish / play / terminate).
 //! - [`fanout`]: one load run: sessions, paced publishers, receiving players, report.
 //! - [`report`] and [`plot`]: JSON report, human summary, comparison, SVG plot.
+//! - [`terminate`]: terminate -> last packet latency with many sessions.
 
 pub mod clock;
 pub mod fanout;
@@ -22,6 +23,7 @@ pub mod report;
 pub mod rest;
 pub mod rx;
 pub mod signal;
+pub mod terminate;
 
 /// Error type of the tool: anything printable.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;

@@ -464,6 +464,28 @@ pub fn set_recv_timeout(sock: &UdpSocket, d: std::time::Duration) -> io::Result<
     sock.set_read_timeout(Some(d))
 }
 
+/// CPU time (user + system, all threads) of process `pid` so far, in seconds, from
+/// `/proc/PID/stat` (clock-tick resolution, 10 ms here).
+pub fn cpu_seconds(pid: u32) -> io::Result<f64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let ticks = parse_stat_cpu_ticks(&s)
+        .ok_or_else(|| io::Error::other(format!("cannot parse /proc/{pid}/stat")))?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1);
+    Ok(ticks as f64 / hz as f64)
+}
+
+/// utime + stime (fields 14 and 15) of a `/proc/PID/stat` line. The command name (field 2)
+/// may contain spaces and parentheses, so fields are counted after its last `)`.
+pub fn parse_stat_cpu_ticks(stat: &str) -> Option<u64> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut f = rest.split_ascii_whitespace();
+    // rest starts at field 3 (state): utime is field 14, i.e. the 12th here.
+    let utime: u64 = f.nth(11)?.parse().ok()?;
+    let stime: u64 = f.next()?.parse().ok()?;
+    Some(utime + stime)
+}
+
 /// Resident set size of process `pid` in KiB (VmRSS from /proc/PID/status).
 pub fn rss_kib(pid: u32) -> io::Result<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -481,6 +503,16 @@ pub fn parse_vmrss(status: &str) -> Option<u64> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn cpu_ticks_from_proc_stat() {
+        let line = "1234 (media server) S 1 2 3 4 5 6 7 8 9 10 250 50 0 0 20 0 9 0";
+        assert_eq!(parse_stat_cpu_ticks(line), Some(300));
+        assert_eq!(parse_stat_cpu_ticks("1 (x) S 1 2"), None);
+        let me = cpu_seconds(std::process::id()).unwrap();
+        assert!(me >= 0.0);
+    }
+
     use super::*;
 
     #[test]

@@ -4,6 +4,12 @@
 //! payload whose first [`STAMP_LEN`] bytes are the send time (u64 nanoseconds on
 //! CLOCK_MONOTONIC, big-endian) and the publisher index (u32, big-endian); the rest is filler.
 //! The server rewrites only seq / timestamp / SSRC, so the stamp survives the trip.
+//!
+//! With SRTP the payload is encrypted per player, so the stamp moves into an RTP header
+//! extension ([`StampAt::Extension`]): SRTP authenticates the header extension but does not
+//! encrypt it (RFC 3711 §3.1), and the server forwards everything after the first 12 header
+//! bytes untouched, so players read the stamp without decrypting. The extension is RFC 8285
+//! one-byte-header (`0xBEDE`, 4 words) with one element, id [`STAMP_EXT_ID`], 12 bytes.
 
 use engine::rtp::parse_rtp;
 
@@ -16,6 +22,39 @@ pub const STAMP_LEN: usize = 12;
 pub const MIN_PACKET_LEN: usize = RTP_HEADER_LEN + STAMP_LEN;
 /// RTP clock rate used for the timestamps (video).
 pub const CLOCK_RATE: u32 = 90_000;
+/// Header-extension element id carrying the stamp.
+pub const STAMP_EXT_ID: u8 = 1;
+/// The extension: profile + length (4 bytes), element header (1), stamp (12), padding (3).
+pub const STAMP_EXT_LEN: usize = 4 + 16;
+/// Smallest packet with the stamp in the header extension.
+pub const MIN_PACKET_LEN_EXT: usize = RTP_HEADER_LEN + STAMP_EXT_LEN;
+
+/// Where a packet carries its stamp.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StampAt {
+    /// First bytes of the payload (plain RTP).
+    Payload,
+    /// A header extension element (SRTP: readable without decrypting).
+    Extension,
+}
+
+impl StampAt {
+    /// Offset of the stamp in the packet.
+    pub const fn offset(self) -> usize {
+        match self {
+            StampAt::Payload => RTP_HEADER_LEN,
+            StampAt::Extension => RTP_HEADER_LEN + 5,
+        }
+    }
+
+    /// Smallest packet of this layout.
+    pub const fn min_len(self) -> usize {
+        match self {
+            StampAt::Payload => MIN_PACKET_LEN,
+            StampAt::Extension => MIN_PACKET_LEN_EXT,
+        }
+    }
+}
 
 /// The SSRC publisher `idx` uses: distinct per index, never zero.
 pub fn publisher_ssrc(idx: u32) -> u32 {
@@ -34,32 +73,85 @@ pub fn ts_step(pps: u32) -> u32 {
 /// Writes a complete packet into `buf` (its whole length is the packet): header, stamp, and
 /// zero filler.
 pub fn write_packet(buf: &mut [u8], seq: u16, ts: u32, ssrc: u32, send_ns: u64, publisher: u32) {
+    write_packet_at(StampAt::Payload, buf, seq, ts, ssrc, send_ns, publisher);
+}
+
+/// [`write_packet`] with the stamp where `at` says.
+pub fn write_packet_at(
+    at: StampAt,
+    buf: &mut [u8],
+    seq: u16,
+    ts: u32,
+    ssrc: u32,
+    send_ns: u64,
+    publisher: u32,
+) {
     assert!(
-        buf.len() >= MIN_PACKET_LEN,
-        "packet shorter than {MIN_PACKET_LEN} bytes"
+        buf.len() >= at.min_len(),
+        "packet shorter than {} bytes",
+        at.min_len()
     );
-    buf[RTP_HEADER_LEN + STAMP_LEN..].fill(0);
-    write_fields(buf, seq, ts, ssrc, send_ns, publisher);
+    buf[RTP_HEADER_LEN..].fill(0);
+    write_fields_at(at, buf, seq, ts, ssrc, send_ns, publisher);
+}
+
+/// [`write_fields`] with the stamp where `at` says (for the extension: also its header).
+#[inline]
+pub fn write_fields_at(
+    at: StampAt,
+    buf: &mut [u8],
+    seq: u16,
+    ts: u32,
+    ssrc: u32,
+    send_ns: u64,
+    publisher: u32,
+) {
+    buf[0] = 0x80;
+    buf[1] = PAYLOAD_TYPE;
+    buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
+    if at == StampAt::Extension {
+        buf[0] |= 0x10;
+        buf[12..16].copy_from_slice(&[0xbe, 0xde, 0, 4]);
+        buf[16] = (STAMP_EXT_ID << 4) | (STAMP_LEN as u8 - 1);
+        buf[29..32].fill(0);
+    }
+    let o = at.offset();
+    buf[o + 8..o + 12].copy_from_slice(&publisher.to_be_bytes());
+    restamp_at(at, buf, seq, ts, send_ns);
 }
 
 /// [`write_packet`] without touching the filler (for buffers that are reused and already zero
 /// past the stamp).
 #[inline]
 pub fn write_fields(buf: &mut [u8], seq: u16, ts: u32, ssrc: u32, send_ns: u64, publisher: u32) {
-    buf[0] = 0x80;
-    buf[1] = PAYLOAD_TYPE;
-    buf[8..12].copy_from_slice(&ssrc.to_be_bytes());
-    buf[RTP_HEADER_LEN + 8..RTP_HEADER_LEN + 12].copy_from_slice(&publisher.to_be_bytes());
-    restamp(buf, seq, ts, send_ns);
+    write_fields_at(StampAt::Payload, buf, seq, ts, ssrc, send_ns, publisher);
 }
 
 /// Updates seq, timestamp and send time of a packet built by [`write_packet`] (the hot path of
 /// the sender: 22 bytes written per packet).
 #[inline]
 pub fn restamp(buf: &mut [u8], seq: u16, ts: u32, send_ns: u64) {
+    restamp_at(StampAt::Payload, buf, seq, ts, send_ns);
+}
+
+/// [`restamp`] for either layout.
+#[inline]
+pub fn restamp_at(at: StampAt, buf: &mut [u8], seq: u16, ts: u32, send_ns: u64) {
     buf[2..4].copy_from_slice(&seq.to_be_bytes());
     buf[4..8].copy_from_slice(&ts.to_be_bytes());
-    buf[RTP_HEADER_LEN..RTP_HEADER_LEN + 8].copy_from_slice(&send_ns.to_be_bytes());
+    let o = at.offset();
+    buf[o..o + 8].copy_from_slice(&send_ns.to_be_bytes());
+}
+
+/// The stamp from the header extension, if the packet has ours (one-byte header, first
+/// element id [`STAMP_EXT_ID`] with 12 bytes).
+fn ext_stamp(buf: &[u8]) -> Option<&[u8]> {
+    if buf.first()? & 0x10 == 0 {
+        return None;
+    }
+    let o = RTP_HEADER_LEN + 4 * (buf[0] & 0x0f) as usize;
+    let e = buf.get(o..o + 5 + STAMP_LEN)?;
+    (e[..2] == [0xbe, 0xde] && e[4] == (STAMP_EXT_ID << 4) | (STAMP_LEN as u8 - 1)).then(|| &e[5..])
 }
 
 /// A packet built by [`write_packet`] (possibly rewritten by the server), as a player sees it.
@@ -75,9 +167,15 @@ pub struct Received {
 
 /// Parses a received datagram; `None` if it is not valid RTP or the payload is too short to
 /// carry the stamp.
+///
+/// The stamp is read from our header extension when there is one (SRTP: the payload is
+/// encrypted, the extension is not), else from the payload.
 pub fn parse_packet(buf: &[u8]) -> Option<Received> {
     let h = parse_rtp(buf).ok()?;
-    let p = buf.get(h.payload_offset..h.payload_offset + STAMP_LEN)?;
+    let p = match ext_stamp(buf) {
+        Some(p) => p,
+        None => buf.get(h.payload_offset..h.payload_offset + STAMP_LEN)?,
+    };
     Some(Received {
         seq: h.seq,
         timestamp: h.timestamp,
@@ -163,6 +261,44 @@ mod tests {
         ext.extend_from_slice(&buf[12..]);
         let r = parse_packet(&ext).unwrap();
         assert_eq!((r.send_ns, r.publisher), (1, 1));
+    }
+
+    #[test]
+    fn stamp_in_the_header_extension_survives_rewrite_and_srtp() {
+        use engine::srtp::{SrtpContext, SrtpKeys, SrtpProfile};
+        let mut buf = vec![0xffu8; 1100];
+        write_packet_at(StampAt::Extension, &mut buf, 9, 10, 11, 12_345, 6);
+        let h = parse_rtp(&buf).unwrap();
+        assert_eq!(
+            h.payload_offset, MIN_PACKET_LEN_EXT,
+            "extension parsed as such"
+        );
+        assert!(buf[MIN_PACKET_LEN_EXT..].iter().all(|&b| b == 0));
+        let r = parse_packet(&buf).unwrap();
+        assert_eq!((r.seq, r.send_ns, r.publisher), (9, 12_345, 6));
+        restamp_at(StampAt::Extension, &mut buf, 10, 20, 99);
+        assert_eq!(parse_packet(&buf).unwrap().send_ns, 99);
+        // What the server does per player: rewrite the first 12 bytes, forward the rest
+        // (extension included) untouched, then SRTP-protect with the player's key.
+        let mut hdr = [0u8; 12];
+        write_rewritten_header(&buf, 1000, 2000, 3000, &mut hdr);
+        buf[..12].copy_from_slice(&hdr);
+        for profile in SrtpProfile::ALL {
+            let keys = SrtpKeys::generate(profile).unwrap();
+            let enc = SrtpContext::new(&keys).unwrap().protect_rtp(&buf).unwrap();
+            assert_eq!(&enc[..MIN_PACKET_LEN_EXT], &buf[..MIN_PACKET_LEN_EXT]);
+            assert_ne!(
+                &enc[MIN_PACKET_LEN_EXT..buf.len()],
+                &buf[MIN_PACKET_LEN_EXT..]
+            );
+            let r = parse_packet(&enc).unwrap();
+            assert_eq!((r.seq, r.ssrc, r.send_ns, r.publisher), (1000, 3000, 99, 6));
+            let dec = SrtpContext::new(&keys)
+                .unwrap()
+                .unprotect_rtp(&enc)
+                .unwrap();
+            assert_eq!(&dec[..], &buf[..]);
+        }
     }
 
     #[test]

@@ -107,6 +107,37 @@ pub struct Rss {
     pub per_player_after_run_kib: f64,
 }
 
+/// SRTP mode: what the players' sampled decryption found.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SrtpCheck {
+    /// Crypto suite (SDES name).
+    pub suite: String,
+    /// Each player authenticates and decrypts one datagram in this many (the first included).
+    pub check_every: u32,
+    pub checked: u64,
+    /// Authenticated, decrypted, and the payload was what the publisher sent.
+    pub ok: u64,
+    /// Failed authentication with the key the server answered.
+    pub auth_failures: u64,
+    /// Any other failure (replay, malformed, decrypted payload differs).
+    pub other_failures: u64,
+}
+
+/// CPU time of a process over the run (from `/proc/PID/stat`), to turn packets/s into
+/// packets/s per core when the load tool shares the machine's cores.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Cpu {
+    pub pid: u32,
+    /// User + system CPU seconds between the start of sending and the end of the drain.
+    pub cpu_s: f64,
+    /// Wall-clock seconds of the same window.
+    pub wall_s: f64,
+    /// cpu_s / wall_s: cores busy on average.
+    pub cores: f64,
+    /// Packets the players received per CPU second of this process.
+    pub rx_pps_per_core: f64,
+}
+
 /// One interval of the run.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Point {
@@ -146,6 +177,15 @@ pub struct Report {
     pub latency: Latency,
     pub jitter: Jitter,
     pub rss: Option<Rss>,
+    /// SRTP mode only.
+    #[serde(default)]
+    pub srtp: Option<SrtpCheck>,
+    /// The target process's CPU (`--server-pid`).
+    #[serde(default)]
+    pub target_cpu: Option<Cpu>,
+    /// The load tool's own CPU over the same window.
+    #[serde(default)]
+    pub tool_cpu: Option<Cpu>,
     /// Host-wide UDP receive-buffer drops during the run (/proc/net/snmp RcvbufErrors): the
     /// target's input socket, the players' sockets, and anything else on the host.
     pub host_udp_rcvbuf_errors: Option<u64>,
@@ -248,6 +288,26 @@ impl Report {
                 m.per_player_after_run_kib
             );
         }
+        if let Some(c) = &self.srtp {
+            let _ = writeln!(
+                s,
+                "  srtp     {}: checked 1 in {} per player: {} ok, {} auth failures, {} other failures",
+                c.suite, c.check_every, c.ok, c.auth_failures, c.other_failures
+            );
+        }
+        for (who, c) in [("target", &self.target_cpu), ("tool", &self.tool_cpu)] {
+            if let Some(c) = c {
+                let _ = writeln!(
+                    s,
+                    "  cpu      {who} pid {}: {:.2} CPU s over {:.2} s ({:.2} cores): {} received pps per core",
+                    c.pid,
+                    c.cpu_s,
+                    c.wall_s,
+                    c.cores,
+                    si(c.rx_pps_per_core)
+                );
+            }
+        }
         if self.setup.publish_ms > 0.0 || self.setup.play_ms > 0.0 {
             let _ = writeln!(
                 s,
@@ -269,12 +329,23 @@ pub fn ratio(a: f64, b: f64) -> f64 {
 }
 
 /// Side-by-side table of an engine run and a baseline run.
+/// How a report's target is named in comparisons: `engine`, `engine SRTP <suite>`, `raw relay`.
+pub fn label(r: &Report) -> String {
+    match (&r.srtp, r.target.as_str()) {
+        (Some(c), _) => format!("engine SRTP {}", c.suite),
+        (None, "raw") => "raw relay".into(),
+        (None, t) => t.into(),
+    }
+}
+
 pub fn compare(engine: &Report, base: &Report) -> String {
     let mut s = String::new();
+    let (le, lb) = (label(engine), label(base));
+    let _ = writeln!(s, "engine: {le}; baseline: {lb}");
     let _ = writeln!(
         s,
         "{:<22} {:>14} {:>14} {:>9}",
-        "", "engine", "raw relay", "ratio"
+        "", "engine", "baseline", "ratio"
     );
     let mut row = |name: &str, a: f64, b: f64, prec: usize| {
         let r = ratio(a, b);
@@ -317,11 +388,27 @@ pub fn compare(engine: &Report, base: &Report) -> String {
         base.jitter.mean_us,
         1,
     );
+    if let (Some(a), Some(b)) = (&engine.target_cpu, &base.target_cpu) {
+        row("target CPU cores", a.cores, b.cores, 2);
+        row(
+            "rx pps per target core",
+            a.rx_pps_per_core,
+            b.rx_pps_per_core,
+            0,
+        );
+    }
     let _ = writeln!(
         s,
-        "engine/baseline throughput ratio: {:.3}",
+        "{le}/{lb} throughput ratio: {:.3}",
         ratio(engine.received.pps, base.received.pps)
     );
+    if let Some(c) = &engine.srtp {
+        let _ = writeln!(
+            s,
+            "SRTP check: {} of {} sampled packets authenticated and decrypted ({} auth failures)",
+            c.ok, c.checked, c.auth_failures
+        );
+    }
     if let Some(m) = &engine.rss {
         let _ = writeln!(
             s,
@@ -378,7 +465,23 @@ mod tests {
         let back: Report = serde_json::from_str(&json).unwrap();
         assert_eq!(back, e);
         let c = compare(&e, &b);
-        assert!(c.contains("throughput ratio: 0.900"), "{c}");
+        assert!(
+            c.contains("engine/raw relay throughput ratio: 0.900"),
+            "{c}"
+        );
+        e.srtp = Some(SrtpCheck {
+            suite: "AES_CM_128_HMAC_SHA1_80".into(),
+            checked: 10,
+            ok: 10,
+            ..Default::default()
+        });
+        let c = compare(&e, &b);
+        assert!(
+            c.contains("engine SRTP AES_CM_128_HMAC_SHA1_80/raw relay throughput ratio: 0.900"),
+            "{c}"
+        );
+        assert!(c.contains("10 of 10 sampled"), "{c}");
+        e.srtp = None;
         assert!(c.contains("12.5 KiB"), "{c}");
         let p99 = c.lines().find(|l| l.starts_with("latency p99 us")).unwrap();
         assert!(p99.ends_with("2.000"), "{p99}");

@@ -4,6 +4,8 @@
 //! - `POST /rest-api/publish` `{"name"}` -> `{"mediaSessionId","name","host","port","shard"}`
 //! - `POST /rest-api/play` `{"name","host","port"}` -> `{"mediaSessionId","port","shard",...}`
 //! - `POST /rest-api/stream/terminate` `{"mediaSessionIds":[...]}`
+//! - SRTP (SDES): `POST /rest-api/publish` / `play` `{"name","sdp"}` with an offer carrying
+//!   `a=crypto`; the reply's `sdp` answer carries the server's key ([`srtp_offer`]).
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -22,6 +24,9 @@ pub struct PublishResponse {
     pub port: u16,
     #[serde(default)]
     pub shard: Option<u32>,
+    /// SDP answer (when the request had an offer).
+    #[serde(default)]
+    pub sdp: Option<String>,
 }
 
 impl PublishResponse {
@@ -49,11 +54,45 @@ pub struct PlayResponse {
     pub port: Option<u16>,
     #[serde(default)]
     pub shard: Option<u32>,
+    /// SDP answer (when the request had an offer).
+    #[serde(default)]
+    pub sdp: Option<String>,
+}
+
+/// A one-section SDP offer for the load tool's stream (VP8 on payload type 96, so the server
+/// caches no H264 parameter sets): a publisher's (`sendonly`, port 9: the server latches the
+/// source) or a player's (`recvonly`, where it receives), with `keys` in `a=crypto`.
+pub fn srtp_offer(dest: Option<SocketAddr>, keys: &engine::srtp::SrtpKeys) -> String {
+    let (ip, port, dir) = match dest {
+        Some(a) => (a.ip(), a.port(), "recvonly"),
+        None => (IpAddr::from([127, 0, 0, 1]), 9, "sendonly"),
+    };
+    let fam = if ip.is_ipv4() { "IP4" } else { "IP6" };
+    format!(
+        "v=0\r\no=- 0 0 IN {fam} {ip}\r\ns=load\r\nc=IN {fam} {ip}\r\nt=0 0\r\n\
+         m=video {port} RTP/SAVP 96\r\na=rtpmap:96 VP8/90000\r\na={dir}\r\na=crypto:{}\r\n",
+        keys.to_sdes(1)
+    )
+}
+
+/// The keys of the first `a=crypto` line of an SDP answer.
+pub fn answer_keys(sdp: &str) -> Result<engine::srtp::SrtpKeys> {
+    let v = sdp
+        .lines()
+        .find_map(|l| l.trim_end().strip_prefix("a=crypto:"))
+        .ok_or("the SDP answer has no a=crypto line")?;
+    engine::srtp::SrtpKeys::parse_sdes(v).map_err(|e| format!("answer a=crypto: {e}").into())
 }
 
 #[derive(Serialize)]
 struct PublishRequest<'a> {
     name: &'a str,
+}
+
+#[derive(Serialize)]
+struct SdpRequest<'a> {
+    name: &'a str,
+    sdp: &'a str,
 }
 
 #[derive(Serialize)]
@@ -117,6 +156,16 @@ impl Client {
         self.post("/rest-api/publish", PublishRequest { name })
     }
 
+    /// Publish with an SDP offer (see [`srtp_offer`]); the reply carries the answer.
+    pub fn publish_sdp(&self, name: &str, sdp: &str) -> Result<PublishResponse> {
+        self.post("/rest-api/publish", SdpRequest { name, sdp })
+    }
+
+    /// Play with an SDP offer naming where the player receives.
+    pub fn play_sdp(&self, name: &str, sdp: &str) -> Result<PlayResponse> {
+        self.post("/rest-api/play", SdpRequest { name, sdp })
+    }
+
     pub fn play(&self, name: &str, dest: SocketAddr) -> Result<PlayResponse> {
         self.post(
             "/rest-api/play",
@@ -126,6 +175,18 @@ impl Client {
                 port: dest.port(),
             },
         )
+    }
+
+    /// Stops one session; returns once the server answered (the shard may still be sending
+    /// its last packets: what the terminate-latency measurement times).
+    pub fn terminate_one(&self, id: &str) -> Result<()> {
+        let _: serde_json::Value = self.post(
+            "/rest-api/stream/terminate",
+            TerminateRequest {
+                media_session_ids: std::slice::from_ref(&id.to_string()),
+            },
+        )?;
+        Ok(())
     }
 
     /// Stops sessions, in chunks so a request stays small.
@@ -147,6 +208,21 @@ mod tests {
     use super::*;
     use std::io::{BufRead, BufReader, Read, Write};
     use std::net::TcpListener;
+
+    #[test]
+    fn srtp_offers_parse_on_the_server_side() {
+        use engine::srtp::{SrtpKeys, SrtpProfile};
+        for profile in SrtpProfile::ALL {
+            let keys = SrtpKeys::generate(profile).unwrap();
+            let p = srtp_offer(None, &keys);
+            assert!(p.contains("m=video 9 RTP/SAVP 96\r\n") && p.contains("a=sendonly"));
+            assert_eq!(answer_keys(&p).unwrap(), keys);
+            let q = srtp_offer(Some("127.0.0.1:45000".parse().unwrap()), &keys);
+            assert!(q.contains("c=IN IP4 127.0.0.1") && q.contains("m=video 45000 "));
+            assert!(q.contains("a=recvonly"));
+        }
+        assert!(answer_keys("v=0\r\n").is_err());
+    }
 
     #[test]
     fn decodes_the_contract() {

@@ -145,7 +145,21 @@ struct SendSlot {
     addr: RawAddr,
     head: [u8; 16],
     pkt: Option<Bytes>,
+    /// SRTP players: the packet is protected in place here (header, payload, tag) and sent
+    /// from here. Allocated the first time this slot carries an SRTP packet and kept for the
+    /// shard's life (at most `send_slots` allocations per shard, none per packet; plain-RTP
+    /// shards never allocate them, and only slots actually used cost memory).
+    srtp_buf: Option<Box<[u8]>>,
 }
+
+/// Size of a send slot's SRTP buffer: a protected packet that fits an Ethernet frame (1,472
+/// bytes of UDP payload on a 1,500-byte MTU) with room to spare. Bigger packets (jumbo frames,
+/// loopback) take the allocating `protect_rtp` path instead. A slot buffer is only allocated
+/// once the slot carries SRTP, so it costs at most `send_slots` x 1.5 KiB per shard, in
+/// proportion to how many SRTP sends are in flight at once.
+const SRTP_SLOT_LEN: usize = 1536;
+/// The largest SRTP tag of the suites we speak (AEAD_AES_128_GCM).
+const SRTP_MAX_OVERHEAD: usize = 16;
 
 /// One socket of a session (one media section).
 struct Leg {
@@ -283,6 +297,7 @@ impl Shard {
                 addr: RawAddr::new(SocketAddr::from(([0, 0, 0, 0], 0))),
                 head: [0; 16],
                 pkt: None,
+                srtp_buf: None,
             })
             .collect::<Vec<_>>()
             .into_boxed_slice();
@@ -1004,19 +1019,35 @@ impl Shard {
         let payload = &pkt[12..];
         if let Some(ctx) = l.srtp_out.as_mut() {
             // Each player has its own keys, so the packet is encrypted per player: the
-            // rewritten packet is assembled in a reused scratch buffer, and the library's
-            // output (one allocation, see srtp.rs) is what the kernel sends.
-            self.scratch.clear();
-            self.scratch.extend_from_slice(&sl.head[..12]);
-            self.scratch.extend_from_slice(payload);
-            match ctx.protect_rtp(&self.scratch) {
-                Ok(enc) => {
+            // rewritten header and the payload are copied into the slot's own buffer and
+            // protected there, in place (no allocation; `engine/tests/no_alloc.rs`). The
+            // kernel sends from that buffer, which stays put until the send completes.
+            let len = 12 + payload.len();
+            let protected = if len + SRTP_MAX_OVERHEAD <= SRTP_SLOT_LEN {
+                let buf = sl
+                    .srtp_buf
+                    .get_or_insert_with(|| vec![0u8; SRTP_SLOT_LEN].into_boxed_slice());
+                buf[..12].copy_from_slice(&sl.head[..12]);
+                buf[12..len].copy_from_slice(payload);
+                ctx.protect_rtp_in_place(buf, len)
+                    .map(|n| (buf.as_mut_ptr(), n, None))
+            } else {
+                // Larger than a slot buffer (more than an Ethernet frame): assemble in the
+                // shard's scratch buffer and send the allocated output of `protect_rtp`.
+                self.scratch.clear();
+                self.scratch.extend_from_slice(&sl.head[..12]);
+                self.scratch.extend_from_slice(payload);
+                ctx.protect_rtp(&self.scratch)
+                    .map(|enc| (enc.as_ptr() as *mut u8, enc.len(), Some(enc)))
+            };
+            match protected {
+                Ok((ptr, n, owner)) => {
                     sl.iov[0] = libc::iovec {
-                        iov_base: enc.as_ptr() as *mut libc::c_void,
-                        iov_len: enc.len(),
+                        iov_base: ptr as *mut libc::c_void,
+                        iov_len: n,
                     };
                     sl.hdr.msg_iovlen = 1;
-                    sl.pkt = Some(enc);
+                    sl.pkt = owner;
                 }
                 Err(_) => {
                     self.counters.dropped_srtp += 1;

@@ -38,6 +38,8 @@ use bytes::Bytes;
 use webrtc_srtp::context::Context;
 use webrtc_srtp::protection_profile::ProtectionProfile;
 
+mod inplace;
+
 /// Accepts base64 with or without `=` padding (RFC 4568 keys are padded, but some
 /// implementations drop it); the alphabet is the standard one.
 const B64_LENIENT: GeneralPurpose = GeneralPurpose::new(
@@ -173,6 +175,9 @@ pub enum SrtpError {
     WrongDirection,
     /// 2^48 SRTP packets were sent with one key (RFC 3711 §9.2): re-key.
     KeyExhausted,
+    /// The output buffer given to `protect_rtp_into` / `protect_rtp_in_place` is shorter
+    /// than the protected packet (`needed` bytes).
+    BufferTooSmall { needed: usize },
     /// Any other error from `webrtc-srtp`.
     Other(String),
 }
@@ -218,6 +223,9 @@ impl fmt::Display for SrtpError {
                 f.write_str("SRTP context used for both protect and unprotect")
             }
             SrtpError::KeyExhausted => f.write_str("SRTP key exhausted (2^48 packets); re-key"),
+            SrtpError::BufferTooSmall { needed } => {
+                write!(f, "SRTP output buffer too small ({needed} bytes needed)")
+            }
             SrtpError::Other(s) => write!(f, "SRTP: {s}"),
         }
     }
@@ -526,32 +534,53 @@ enum Direction {
 ///
 /// # Heap allocations per call
 ///
-/// `webrtc-srtp` 0.17 has no in-place API: every call returns a freshly allocated buffer.
-/// Counted with a counting global allocator (`engine/tests/srtp_alloc.rs`), steady state
-/// (SSRC already known), 1200-byte RTP payload, RTP without header extensions, 8-byte RR:
+/// RTP protect runs on this crate's own code ([`inplace`], the RustCrypto primitives
+/// `webrtc-srtp` uses, checked byte for byte against it); everything else goes through
+/// `webrtc-srtp` 0.17, which has no in-place API and returns a freshly allocated buffer from
+/// every call. Counted with a counting global allocator (`engine/tests/srtp_alloc.rs`),
+/// steady state (SSRC already known), 1200-byte RTP payload, RTP without header extensions,
+/// 8-byte RR:
 ///
-/// | call            | AES_CM_128_HMAC_SHA1_80 | AEAD_AES_128_GCM |
-/// |-----------------|-------------------------|------------------|
-/// | `protect_rtp`   | 1                       | 3                |
-/// | `unprotect_rtp` | 1                       | 3                |
-/// | `protect_rtcp`  | 1                       | 4                |
-/// | `unprotect_rtcp`| 1                       | 4                |
+/// | call                    | AES_CM_128_HMAC_SHA1_80 | AEAD_AES_128_GCM |
+/// |-------------------------|-------------------------|------------------|
+/// | `protect_rtp_into`      | 0                       | 0                |
+/// | `protect_rtp_in_place`  | 0                       | 0                |
+/// | `protect_rtp`           | 1 (the output)          | 1 (the output)   |
+/// | `unprotect_rtp`         | 1                       | 3                |
+/// | `protect_rtcp`          | 1                       | 4                |
+/// | `unprotect_rtcp`        | 1                       | 4                |
 ///
-/// The one AES-CM allocation is the output `Vec` (packet + tag), handed to `Bytes` without
-/// copying. GCM adds a 12-byte nonce `Vec` and the `aes-gcm` ciphertext `Vec` (and the
-/// 12-byte AAD `Vec` for RTCP). An RTP packet **with a header extension** costs two more
-/// (the library parses the header into an owned `rtp::header::Header`: the element list and
-/// one `Bytes` per element): a packet with one one-byte-header element costs 3 with AES-CM,
-/// 5 with GCM. The first packet of a new SSRC also allocates the per-SSRC map entries.
-/// Nothing is allocated on the error paths checked before the library is called (short
-/// packets, bad version, replays, E flag clear, too many SSRCs); an AES-CM packet that
-/// fails authentication costs the 1 output allocation (the library allocates before it
-/// checks the tag).
+/// `protect_rtp*` cost the same with header extensions or CSRCs. The library's one AES-CM
+/// allocation is the output `Vec` (packet + tag), handed to `Bytes` without copying. GCM adds
+/// a 12-byte nonce `Vec` and the `aes-gcm` ciphertext `Vec` (and the 12-byte AAD `Vec` for
+/// RTCP). An RTP packet **with a header extension** costs `unprotect_rtp` two more (the
+/// library parses the header into an owned `rtp::header::Header`: the element list and one
+/// `Bytes` per element): 3 with AES-CM, 5 with GCM. The first packet of a new SSRC also
+/// allocates the per-SSRC state. Nothing is allocated on the error paths checked before the
+/// library is called (short packets, bad version, replays, E flag clear, too many SSRCs); an
+/// AES-CM packet that fails authentication costs the 1 output allocation (the library
+/// allocates before it checks the tag).
 ///
-/// So SRTP on the per-player hot path (`protect_rtp` once per player per packet) costs one
-/// allocation of `len + 10` bytes per player per packet with the suite ffmpeg uses.
+/// So SRTP on the per-player hot path (`protect_rtp_in_place` into the shard's send slot,
+/// once per player per packet) allocates nothing; the once-per-publisher-packet
+/// `unprotect_rtp` still allocates its output.
+///
+/// The state lives behind one `Box`, so an `Option<SrtpContext>` (a session leg's, plain RTP
+/// or not) is one pointer wide.
 pub struct SrtpContext {
-    ctx: Context,
+    s: Box<ContextState>,
+}
+
+/// Session keys are derived on first use, per half: a player's outgoing context only ever
+/// protects RTP (our code), a publisher's incoming one only unprotects (`webrtc-srtp`), so
+/// each keeps only the state it uses (about 1 KiB each less per SRTP leg).
+struct ContextState {
+    keys: SrtpKeys,
+    /// `webrtc-srtp`: unprotect and RTCP; created on the first such call.
+    ctx: Option<Context>,
+    /// Our own RTP protect (no allocation per packet), with its own per-SSRC rollover
+    /// counters; created on the first `protect_rtp*`.
+    rtp_tx: Option<Box<inplace::RtpProtector>>,
     profile: SrtpProfile,
     direction: Option<Direction>,
     rtp_replay: Vec<ReplayWindow>,
@@ -564,10 +593,10 @@ pub struct SrtpContext {
 impl fmt::Debug for SrtpContext {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SrtpContext")
-            .field("profile", &self.profile)
-            .field("direction", &self.direction)
-            .field("rtp_ssrcs", &self.rtp_ssrcs)
-            .field("rtcp_ssrcs", &self.rtcp_ssrcs)
+            .field("profile", &self.s.profile)
+            .field("direction", &self.s.direction)
+            .field("rtp_ssrcs", &self.s.rtp_ssrcs)
+            .field("rtcp_ssrcs", &self.s.rtcp_ssrcs)
             .finish_non_exhaustive()
     }
 }
@@ -578,31 +607,62 @@ const RTP_HEADER_LEN: usize = 12;
 const RTCP_HEADER_LEN: usize = 8;
 
 impl SrtpContext {
-    /// A context for one direction with these keys. Derives the session keys (a few
-    /// allocations): do it at session setup, not per packet.
+    /// A context for one direction with these keys (lengths checked here). The session keys
+    /// are derived on the first call that needs them (a few allocations, once), like the
+    /// per-SSRC state on the first packet of an SSRC.
     pub fn new(keys: &SrtpKeys) -> Result<Self, SrtpError> {
-        // No library replay detection (we do our own; see the module docs). The library's
-        // default option builds a zero-sized `NoOpReplayDetector`, whose Box never allocates.
-        let ctx = Context::new(&keys.key, &keys.salt, keys.profile.to_webrtc(), None, None)?;
+        let keys = SrtpKeys::new(keys.profile, keys.key.clone(), keys.salt.clone())?;
         Ok(SrtpContext {
-            ctx,
-            profile: keys.profile,
-            direction: None,
-            rtp_replay: Vec::with_capacity(2),
-            rtcp_replay: Vec::with_capacity(2),
-            rtp_ssrcs: Vec::with_capacity(2),
-            rtcp_ssrcs: Vec::with_capacity(2),
+            s: Box::new(ContextState {
+                profile: keys.profile,
+                keys,
+                ctx: None,
+                rtp_tx: None,
+                direction: None,
+                rtp_replay: Vec::new(),
+                rtcp_replay: Vec::new(),
+                rtp_ssrcs: Vec::new(),
+                rtcp_ssrcs: Vec::new(),
+            }),
         })
     }
 
+    /// The `webrtc-srtp` context, created on first use.
+    fn lib(&mut self) -> Result<&mut Context, SrtpError> {
+        let s = &mut *self.s;
+        if s.ctx.is_none() {
+            // No library replay detection (we do our own; see the module docs). The
+            // library's default option builds a zero-sized `NoOpReplayDetector`, whose Box
+            // never allocates.
+            let k = &s.keys;
+            s.ctx = Some(Context::new(
+                &k.key,
+                &k.salt,
+                k.profile.to_webrtc(),
+                None,
+                None,
+            )?);
+        }
+        Ok(s.ctx.as_mut().expect("just created"))
+    }
+
+    /// Our RTP protect state, created on first use.
+    fn tx(&mut self) -> Result<&mut inplace::RtpProtector, SrtpError> {
+        let s = &mut *self.s;
+        if s.rtp_tx.is_none() {
+            s.rtp_tx = Some(Box::new(inplace::RtpProtector::new(&s.keys)?));
+        }
+        Ok(s.rtp_tx.as_mut().expect("just created"))
+    }
+
     pub fn profile(&self) -> SrtpProfile {
-        self.profile
+        self.s.profile
     }
 
     fn direction(&mut self, d: Direction) -> Result<(), SrtpError> {
-        match self.direction {
+        match self.s.direction {
             None => {
-                self.direction = Some(d);
+                self.s.direction = Some(d);
                 Ok(())
             }
             Some(x) if x == d => Ok(()),
@@ -622,38 +682,60 @@ impl SrtpContext {
     }
 
     /// Encrypts and authenticates an RTP packet (header in clear, payload encrypted, tag
-    /// appended). The result is `pkt.len() + profile.rtp_overhead()` bytes.
+    /// appended). The result is `pkt.len() + profile.rtp_overhead()` bytes, in a new buffer
+    /// (one allocation); [`protect_rtp_into`](Self::protect_rtp_into) and
+    /// [`protect_rtp_in_place`](Self::protect_rtp_in_place) allocate nothing.
     pub fn protect_rtp(&mut self, pkt: &[u8]) -> Result<Bytes, SrtpError> {
         self.direction(Direction::Protect)?;
         check_rtp(pkt, 0)?;
-        Self::admit(&mut self.rtp_ssrcs, rtp_ssrc(pkt))?;
-        Ok(self.ctx.encrypt_rtp(pkt)?)
+        let mut out = vec![0u8; pkt.len() + self.s.profile.rtp_overhead()];
+        let n = self.tx()?.protect_into(pkt, &mut out)?;
+        out.truncate(n);
+        Ok(Bytes::from(out))
+    }
+
+    /// [`protect_rtp`](Self::protect_rtp) into `out`, which must hold
+    /// `pkt.len() + profile.rtp_overhead()` bytes ([`SrtpError::BufferTooSmall`] otherwise).
+    /// Returns the protected length. No allocation.
+    pub fn protect_rtp_into(&mut self, pkt: &[u8], out: &mut [u8]) -> Result<usize, SrtpError> {
+        self.direction(Direction::Protect)?;
+        check_rtp(pkt, 0)?;
+        self.tx()?.protect_into(pkt, out)
+    }
+
+    /// [`protect_rtp`](Self::protect_rtp) in place: `buf[..len]` is the RTP packet; it is
+    /// encrypted where it is and the tag written after it, so `buf` needs
+    /// `len + profile.rtp_overhead()` bytes. Returns the protected length. No allocation.
+    pub fn protect_rtp_in_place(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
+        self.direction(Direction::Protect)?;
+        check_rtp(buf.get(..len).unwrap_or(buf), 0)?;
+        self.tx()?.protect_in_place(buf, len)
     }
 
     /// Verifies, replay-checks and decrypts an SRTP packet; returns the plain RTP packet.
     pub fn unprotect_rtp(&mut self, pkt: &[u8]) -> Result<Bytes, SrtpError> {
         self.direction(Direction::Unprotect)?;
-        check_rtp(pkt, self.profile.rtp_overhead())?;
+        check_rtp(pkt, self.s.profile.rtp_overhead())?;
         let ssrc = rtp_ssrc(pkt);
         let seq = u16::from_be_bytes([pkt[2], pkt[3]]);
-        let slot = self.rtp_replay.iter().position(|w| w.ssrc == ssrc);
+        let slot = self.s.rtp_replay.iter().position(|w| w.ssrc == ssrc);
         let index = match slot {
             Some(i) => {
-                let w = &self.rtp_replay[i];
+                let w = &self.s.rtp_replay[i];
                 let index = w.estimate_rtp_index(seq);
                 w.check(index)?;
                 index
             }
             None => seq as u64,
         };
-        Self::admit(&mut self.rtp_ssrcs, ssrc)?;
-        let out = self.ctx.decrypt_rtp(pkt)?;
+        Self::admit(&mut self.s.rtp_ssrcs, ssrc)?;
+        let out = self.lib()?.decrypt_rtp(pkt)?;
         match slot {
-            Some(i) => self.rtp_replay[i].accept(index),
+            Some(i) => self.s.rtp_replay[i].accept(index),
             None => {
                 let mut w = ReplayWindow::new(ssrc, index);
                 w.accept(index);
-                self.rtp_replay.push(w);
+                self.s.rtp_replay.push(w);
             }
         }
         Ok(out)
@@ -663,38 +745,38 @@ impl SrtpContext {
     pub fn protect_rtcp(&mut self, pkt: &[u8]) -> Result<Bytes, SrtpError> {
         self.direction(Direction::Protect)?;
         check_rtcp(pkt, 0)?;
-        Self::admit(&mut self.rtcp_ssrcs, rtcp_ssrc(pkt))?;
-        Ok(self.ctx.encrypt_rtcp(pkt)?)
+        Self::admit(&mut self.s.rtcp_ssrcs, rtcp_ssrc(pkt))?;
+        Ok(self.lib()?.encrypt_rtcp(pkt)?)
     }
 
     /// Verifies, replay-checks and decrypts an SRTCP packet; returns the plain RTCP packet.
     pub fn unprotect_rtcp(&mut self, pkt: &[u8]) -> Result<Bytes, SrtpError> {
         self.direction(Direction::Unprotect)?;
-        check_rtcp(pkt, self.profile.rtcp_overhead())?;
+        check_rtcp(pkt, self.s.profile.rtcp_overhead())?;
         let ssrc = rtcp_ssrc(pkt);
         // The E flag + 31-bit index sit right after the encrypted part: before the 10-byte
         // HMAC tag for AES-CM, at the very end for GCM (whose tag is inside the ciphertext).
-        let at = match self.profile {
+        let at = match self.s.profile {
             SrtpProfile::AeadAes128Gcm => pkt.len() - 4,
-            _ => pkt.len() - self.profile.rtcp_overhead(),
+            _ => pkt.len() - self.s.profile.rtcp_overhead(),
         };
         let word = u32::from_be_bytes([pkt[at], pkt[at + 1], pkt[at + 2], pkt[at + 3]]);
         if word & 0x8000_0000 == 0 {
             return Err(SrtpError::UnencryptedSrtcp);
         }
         let index = (word & 0x7fff_ffff) as u64;
-        let slot = self.rtcp_replay.iter().position(|w| w.ssrc == ssrc);
+        let slot = self.s.rtcp_replay.iter().position(|w| w.ssrc == ssrc);
         if let Some(i) = slot {
-            self.rtcp_replay[i].check(index)?;
+            self.s.rtcp_replay[i].check(index)?;
         }
-        Self::admit(&mut self.rtcp_ssrcs, ssrc)?;
-        let out = self.ctx.decrypt_rtcp(pkt)?;
+        Self::admit(&mut self.s.rtcp_ssrcs, ssrc)?;
+        let out = self.lib()?.decrypt_rtcp(pkt)?;
         match slot {
-            Some(i) => self.rtcp_replay[i].accept(index),
+            Some(i) => self.s.rtcp_replay[i].accept(index),
             None => {
                 let mut w = ReplayWindow::new(ssrc, index);
                 w.accept(index);
-                self.rtcp_replay.push(w);
+                self.s.rtcp_replay.push(w);
             }
         }
         Ok(out)
@@ -776,6 +858,15 @@ mod tests {
     }
 
     #[test]
+    fn srtp_context_is_one_pointer_in_an_option() {
+        // Every session leg holds two of these, SRTP or not.
+        assert_eq!(
+            std::mem::size_of::<Option<SrtpContext>>(),
+            std::mem::size_of::<usize>()
+        );
+    }
+
+    #[test]
     fn srtp_profile_names_and_lengths() {
         for p in SrtpProfile::ALL {
             assert_eq!(SrtpProfile::from_sdes_name(p.sdes_name()), Some(p));
@@ -805,7 +896,10 @@ mod tests {
                 let enc = tx.protect_rtp(&plain).unwrap();
                 assert_eq!(enc.len(), plain.len() + profile.rtp_overhead(), "{profile}");
                 assert_eq!(&enc[..12], &plain[..12], "header stays in clear");
-                assert_ne!(&enc[12..plain.len()], &plain[12..], "payload encrypted");
+                // (A 1-byte payload encrypts to itself once in 256 random keys: skip it.)
+                if plain.len() > 12 + 4 {
+                    assert_ne!(&enc[12..plain.len()], &plain[12..], "payload encrypted");
+                }
                 let dec = rx.unprotect_rtp(&enc).unwrap();
                 assert_eq!(&dec[..], &plain[..], "{profile}");
             }

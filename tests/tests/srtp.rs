@@ -35,6 +35,14 @@ fn answer_keys(answer: &str) -> Vec<SrtpKeys> {
         .collect()
 }
 
+/// An RFC 8285 one-byte-header extension: one element (id 1, 12 bytes) and 3 bytes padding.
+fn ext(seq: u16) -> Vec<u8> {
+    let mut e = vec![0xbe, 0xde, 0, 4, 0x1b];
+    e.extend((0..12).map(|i| (seq as u8).wrapping_mul(7).wrapping_add(i)));
+    e.extend([0, 0, 0]);
+    e
+}
+
 fn srtp_end_to_end(profile: SrtpProfile) {
     let srv = start(2);
     let base = srv.base_url();
@@ -52,7 +60,12 @@ fn srtp_end_to_end(profile: SrtpProfile) {
     let publisher = UdpSocket::bind("127.0.0.1:0").unwrap();
     let mut enc = SrtpContext::new(&pub_keys).unwrap();
     let send = |enc: &mut SrtpContext, seq: u16| {
-        let p = rtp_packet(96, seq, seq as u32 * 3000, 0xABCD, &[seq as u8; 200]);
+        let mut p = rtp_packet(96, seq, seq as u32 * 3000, 0xABCD, &[seq as u8; 200]);
+        if seq % 2 == 1 {
+            // Odd packets carry a header extension, which the server must forward as is.
+            p[0] |= 0x10;
+            p.splice(12..12, ext(seq));
+        }
         publisher
             .send_to(&enc.protect_rtp(&p).unwrap(), media)
             .unwrap();
@@ -99,6 +112,12 @@ fn srtp_end_to_end(profile: SrtpProfile) {
             let p = parse_rtp(&plain).unwrap();
             assert_eq!(p.pt, 100, "mapped to the player's payload type");
             assert_eq!(p.payload, vec![i as u8; 200]);
+            // The header extension came through untouched (only the first 12 header bytes
+            // are rewritten per player), authenticated by the player's key.
+            assert_eq!(plain[0] & 0x10 != 0, i % 2 == 1, "X bit of packet {i}");
+            if i % 2 == 1 {
+                assert_eq!(&plain[12..32], &ext(i)[..], "extension of packet {i}");
+            }
         }
     }
 

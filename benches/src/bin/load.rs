@@ -7,6 +7,8 @@
 //! load fanout  --raw-relay 127.0.0.1:44000 --player-base-port 45000 --players 100 ...
 //! load publish --server http://127.0.0.1:8081 --name s1 --pps 1000 --duration 30
 //! load play    --server http://127.0.0.1:8081 --name s1 --players 50 --duration 30
+//! load fanout  --srtp AES_CM_128_HMAC_SHA1_80 --players 100 ...   # SDES-keyed SRTP both ways
+//! load terminate --server http://127.0.0.1:8081     # terminate -> last packet, 10k sessions
 //! load compare engine.json raw.json
 //! ```
 
@@ -20,6 +22,7 @@ use benches::relay::{Relay, RelayConfig};
 use benches::report::{compare, Report};
 use benches::{net, plot, signal, Result};
 use clap::{Args, Parser, Subcommand};
+use engine::srtp::SrtpProfile;
 
 #[derive(Parser)]
 #[command(
@@ -44,6 +47,51 @@ enum Cmd {
     Play(PlayArgs),
     /// Compares an engine report with a raw-relay report (JSON files from --json).
     Compare { engine: PathBuf, baseline: PathBuf },
+    /// Terminate -> last packet latency with many sessions (see benches/src/terminate.rs).
+    Terminate(TerminateArgs),
+}
+
+#[derive(Args)]
+struct TerminateArgs {
+    #[arg(long, default_value = "http://127.0.0.1:8081")]
+    server: String,
+    #[arg(long)]
+    token: Option<String>,
+    /// Streams whose players are terminated and timed.
+    #[arg(long, default_value_t = 2)]
+    probe_streams: u32,
+    /// Players per probe stream.
+    #[arg(long, default_value_t = 50)]
+    probe_players: u32,
+    /// Packets/s per probe publisher (1000: the last packet is known to 1 ms).
+    #[arg(long, default_value_t = 1000)]
+    probe_pps: u32,
+    /// Background streams (they make up the session count).
+    #[arg(long, default_value_t = 98)]
+    streams: u32,
+    /// Players per background stream.
+    #[arg(long, default_value_t = 100)]
+    players: u32,
+    /// Packets/s per background publisher.
+    #[arg(long, default_value_t = 2)]
+    pps: u32,
+    #[arg(long, default_value_t = 1100)]
+    size: usize,
+    /// Passes over the probe players (each terminates and re-creates every probe player).
+    #[arg(long, default_value_t = 5)]
+    passes: u32,
+    /// Milliseconds between two terminates.
+    #[arg(long, default_value_t = 20)]
+    gap_ms: u64,
+    /// Milliseconds after a pass's last terminate before the last arrivals are read.
+    #[arg(long, default_value_t = 300)]
+    grace_ms: u64,
+    #[arg(long, default_value_t = 2)]
+    recv_threads: usize,
+    #[arg(long)]
+    json: Option<PathBuf>,
+    #[arg(long)]
+    quiet: bool,
 }
 
 #[derive(Args)]
@@ -134,6 +182,19 @@ struct LoadArgs {
     /// No progress output.
     #[arg(long)]
     quiet: bool,
+    /// SRTP (server only): publishers and players post SDP offers with `a=crypto` keys of this
+    /// suite (AES_CM_128_HMAC_SHA1_80 or AEAD_AES_128_GCM); publishers encrypt, the server
+    /// decrypts once and encrypts per player. --size is the RTP packet before protection.
+    #[arg(long, value_parser = parse_suite)]
+    srtp: Option<SrtpProfile>,
+    /// SRTP: each player authenticates and decrypts one datagram in this many (loss and
+    /// latency come from the header-extension stamp of every datagram, without decrypting).
+    #[arg(long, default_value_t = 64)]
+    srtp_check_every: u32,
+}
+
+fn parse_suite(s: &str) -> std::result::Result<SrtpProfile, String> {
+    s.parse::<SrtpProfile>().map_err(|e| e.to_string())
 }
 
 #[derive(Args)]
@@ -210,6 +271,8 @@ fn config(
     c.server_pid = a.server_pid;
     c.kernel_timestamps = !a.user_timestamps;
     c.progress = !a.quiet;
+    c.srtp = a.srtp;
+    c.srtp_check_every = a.srtp_check_every;
     Ok(c)
 }
 
@@ -225,6 +288,13 @@ fn target(server: &str, raw: Option<SocketAddr>, token: &Option<String>) -> Targ
 
 /// Runs, prints, writes outputs. Fails if players were expected to receive and got nothing.
 fn run_load(cfg: FanoutConfig, a: &LoadArgs) -> Result<()> {
+    if cfg.srtp.is_some() && cfg.pps == 0 {
+        eprintln!(
+            "warning: unpaced SRTP: if the server falls behind and its input socket drops 2^15 \
+             consecutive packets, its SRTP rollover counter for the publisher desynchronises \
+             (RFC 3711 3.3.1) and every later packet fails authentication; give a --pps"
+        );
+    }
     let report = fanout::run(&cfg)?;
     print!("{}", report.summary());
     if let Some(p) = &a.json {
@@ -321,6 +391,34 @@ fn main() -> ExitCode {
                 &a.load,
             )?;
             run_load(cfg, &a.load)
+        }
+        Cmd::Terminate(a) => {
+            let mut c = benches::terminate::TerminateConfig::new(&a.server);
+            c.token = a.token;
+            c.probe_streams = a.probe_streams;
+            c.probe_players = a.probe_players;
+            c.probe_pps = a.probe_pps;
+            c.streams = a.streams;
+            c.players = a.players;
+            c.pps = a.pps;
+            c.size = a.size;
+            c.passes = a.passes;
+            c.gap = Duration::from_millis(a.gap_ms);
+            c.grace = Duration::from_millis(a.grace_ms);
+            c.recv_threads = a.recv_threads;
+            c.progress = !a.quiet;
+            let r = benches::terminate::run(&c)?;
+            print!("{}", r.summary());
+            if let Some(p) = &a.json {
+                std::fs::write(p, serde_json::to_string_pretty(&r)?)
+                    .map_err(|e| format!("{}: {e}", p.display()))?;
+            }
+            if r.still_receiving > 0 {
+                return Err(
+                    format!("{} terminated players kept receiving", r.still_receiving).into(),
+                );
+            }
+            Ok(())
         }
         Cmd::Compare { engine, baseline } => {
             let (e, b) = (read_report(&engine)?, read_report(&baseline)?);
