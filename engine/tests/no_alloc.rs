@@ -2,42 +2,17 @@
 //! heap allocation per packet, nor does an SRTP player's copy (protected in place in the send
 //! slot's buffer). Measured with a counting global allocator on this thread.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use engine::arena::PacketArena;
 use engine::mesh::{Hop, Mesh};
 use engine::rewrite::Rewriter;
 use engine::rtp;
 use engine::srtp::{SrtpContext, SrtpKeys, SrtpProfile};
 
-struct Counting;
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-thread_local! {
-    static COUNTING: Cell<bool> = const { Cell::new(false) };
-}
-
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        if COUNTING.with(|c| c.get()) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        System.alloc(l)
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        System.dealloc(p, l)
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        if COUNTING.with(|c| c.get()) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        System.realloc(p, l, n)
-    }
-}
+mod common;
+use common::counted;
 
 #[global_allocator]
-static A: Counting = Counting;
+static A: common::Counting = common::Counting;
 
 fn packet(seq: u16) -> Vec<u8> {
     let mut v = vec![0x80, 96];
@@ -83,16 +58,16 @@ fn forwarding_does_not_allocate_per_packet() {
             forward(&mut arena, &mesh, &mut players, p);
         }
     }
-    COUNTING.with(|c| c.set(true));
-    let mut sum = 0;
-    for round in 0..20 {
-        for p in &packets {
-            sum += forward(&mut arena, &mesh, &mut players, p) + round;
+    let (sum, n) = counted(|| {
+        let mut sum = 0;
+        for round in 0..20 {
+            for p in &packets {
+                sum += forward(&mut arena, &mesh, &mut players, p) + round;
+            }
         }
-    }
-    COUNTING.with(|c| c.set(false));
+        sum
+    });
     assert!(sum > 0);
-    let n = ALLOCS.load(Ordering::Relaxed);
     assert_eq!(
         n, 0,
         "allocations during 20,480 forwarded packets x 100 players"
@@ -149,17 +124,16 @@ fn srtp_players_do_not_allocate_per_packet() {
         for p in &packets[..16] {
             forward_srtp(&mut arena, &mut players, p);
         }
-        let before = ALLOCS.load(Ordering::Relaxed);
-        COUNTING.with(|c| c.set(true));
-        let mut sum = 0;
-        for p in &packets[16..528] {
-            sum += forward_srtp(&mut arena, &mut players, p);
-        }
-        COUNTING.with(|c| c.set(false));
+        let (sum, n) = counted(|| {
+            let mut sum = 0;
+            for p in &packets[16..528] {
+                sum += forward_srtp(&mut arena, &mut players, p);
+            }
+            sum
+        });
         assert_eq!(sum, 512 * 10 * (1100 + profile.rtp_overhead() as u64));
         assert_eq!(
-            ALLOCS.load(Ordering::Relaxed) - before,
-            0,
+            n, 0,
             "{profile}: allocations during 512 packets x 10 SRTP players"
         );
     }

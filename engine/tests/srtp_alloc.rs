@@ -2,59 +2,23 @@
 //! numbers documented on `engine::srtp::SrtpContext` stay true. Run with `--nocapture` to
 //! see the table.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
-
 use engine::srtp::{SrtpContext, SrtpKeys, SrtpProfile};
 
-struct Counting;
-
-static ALLOCS: AtomicUsize = AtomicUsize::new(0);
-
-thread_local! {
-    // Only the measuring thread counts (the test harness has other threads).
-    static ON: Cell<bool> = const { Cell::new(false) };
-}
-
-// SAFETY: forwards to the system allocator; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        if ON.with(|c| c.get()) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
-        if ON.with(|c| c.get()) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        unsafe { System.alloc_zeroed(l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        if ON.with(|c| c.get()) {
-            ALLOCS.fetch_add(1, Ordering::Relaxed);
-        }
-        unsafe { System.realloc(p, l, n) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        unsafe { System.dealloc(p, l) }
-    }
-}
+mod common;
+use common::counted;
 
 #[global_allocator]
-static A: Counting = Counting;
+static A: common::Counting = common::Counting;
 
 /// Allocations made by `f`, averaged over `n` runs (the result is dropped inside `f`, which
 /// does not allocate).
 fn count<F: FnMut(u16)>(n: u16, mut f: F) -> f64 {
-    ALLOCS.store(0, Ordering::Relaxed);
-    ON.with(|c| c.set(true));
-    for i in 0..n {
-        f(i);
-    }
-    ON.with(|c| c.set(false));
-    ALLOCS.load(Ordering::Relaxed) as f64 / n as f64
+    let ((), allocs) = counted(|| {
+        for i in 0..n {
+            f(i);
+        }
+    });
+    allocs as f64 / n as f64
 }
 
 fn rtp(seq: u16, ext: bool, payload: usize) -> Vec<u8> {
