@@ -1050,7 +1050,10 @@ mod tests {
         }
         assert_eq!(n, sent);
         let p = last.unwrap();
-        assert_eq!((p.seq as u64, p.publisher, p.payload_type), (sent - 1, 0, 96));
+        assert_eq!(
+            (p.seq as u64, p.publisher, p.payload_type),
+            (sent - 1, 0, 96)
+        );
     }
 
     #[test]
