@@ -29,6 +29,38 @@ type Aes128Ctr = ctr::Ctr128BE<Aes128Enc>;
 fn keystream(aes: &Aes128Enc, iv: [u8; 16]) -> Aes128Ctr {
     Aes128Ctr::from_core(ctr::CtrCore::inner_iv_init(aes.clone(), &iv.into()))
 }
+/// RFC 3711 §4.1.1: IV = (k_s * 2^16) XOR (SSRC * 2^64) XOR (i * 2^16), i = ROC || SEQ.
+fn aes_cm_iv(salt: &[u8], ssrc: u32, roc: u32, seq: u16) -> [u8; 16] {
+    let mut iv = [0u8; 16];
+    iv[4..8].copy_from_slice(&ssrc.to_be_bytes());
+    iv[8..12].copy_from_slice(&roc.to_be_bytes());
+    iv[12..14].copy_from_slice(&seq.to_be_bytes());
+    for (v, s) in iv.iter_mut().zip(salt) {
+        *v ^= s;
+    }
+    iv
+}
+
+/// RFC 3711 §4.2: HMAC(k_a, authenticated portion || ROC), truncated to 80 bits, written
+/// after the `len` bytes of the packet in `buf`.
+fn append_aes_cm_tag(auth: &HmacSha1, buf: &mut [u8], len: usize, roc: u32) {
+    let mut mac = auth.clone();
+    mac.update(&buf[..len]);
+    mac.update(&roc.to_be_bytes());
+    let tag = mac.finalize().into_bytes();
+    buf[len..len + AES_CM_TAG_LEN].copy_from_slice(&tag[..AES_CM_TAG_LEN]);
+}
+
+/// Where a packet to protect sits in its SSRC's sequence: what both protect paths need.
+struct Index {
+    seq: u16,
+    ssrc: u32,
+    /// Slot of the SSRC's state.
+    si: usize,
+    roc: u32,
+    diff: i32,
+}
+
 type Aes128Gcm = AesGcm<Aes128Enc, U12>;
 type HmacSha1 = Hmac<Sha1>;
 
@@ -210,6 +242,24 @@ impl RtpProtector {
         }
     }
 
+    /// The packet's SSRC state and rollover counter (the header is already validated).
+    fn index(&mut self, pkt: &[u8]) -> Result<Index, SrtpError> {
+        let seq = u16::from_be_bytes([pkt[2], pkt[3]]);
+        let ssrc = u32::from_be_bytes([pkt[8], pkt[9], pkt[10], pkt[11]]);
+        let si = self.state(ssrc)?;
+        let (roc, diff, exhausted) = self.ssrcs[si].next_roc(seq);
+        if exhausted {
+            return Err(SrtpError::KeyExhausted);
+        }
+        Ok(Index {
+            seq,
+            ssrc,
+            si,
+            roc,
+            diff,
+        })
+    }
+
     fn state(&mut self, ssrc: u32) -> Result<usize, SrtpError> {
         if let Some(i) = self.ssrcs.iter().position(|s| s.ssrc == ssrc) {
             return Ok(i);
@@ -240,31 +290,18 @@ impl RtpProtector {
             return Err(SrtpError::BufferTooSmall { needed: out_len });
         }
         let hl = rtp_header_len(&buf[..len])?;
-        let seq = u16::from_be_bytes([buf[2], buf[3]]);
-        let ssrc = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
-        let si = self.state(ssrc)?;
-        let (roc, diff, exhausted) = self.ssrcs[si].next_roc(seq);
-        if exhausted {
-            return Err(SrtpError::KeyExhausted);
-        }
+        let Index {
+            seq,
+            ssrc,
+            si,
+            roc,
+            diff,
+        } = self.index(buf)?;
         match &self.cipher {
             RtpCipher::AesCm { aes, salt, auth } => {
-                // RFC 3711 §4.1.1: IV = (k_s * 2^16) XOR (SSRC * 2^64) XOR (i * 2^16).
-                let mut iv = [0u8; 16];
-                iv[4..8].copy_from_slice(&ssrc.to_be_bytes());
-                iv[8..12].copy_from_slice(&roc.to_be_bytes());
-                iv[12..14].copy_from_slice(&seq.to_be_bytes());
-                for (v, s) in iv.iter_mut().zip(salt) {
-                    *v ^= s;
-                }
-                let mut ks = keystream(aes, iv);
+                let mut ks = keystream(aes, aes_cm_iv(salt, ssrc, roc, seq));
                 ks.apply_keystream(&mut buf[hl..len]);
-                // RFC 3711 §4.2: HMAC(k_a, authenticated portion || ROC), truncated to 80 bits.
-                let mut mac = auth.clone();
-                mac.update(&buf[..len]);
-                mac.update(&roc.to_be_bytes());
-                let tag = mac.finalize().into_bytes();
-                buf[len..out_len].copy_from_slice(&tag[..AES_CM_TAG_LEN]);
+                append_aes_cm_tag(auth, buf, len, roc);
             }
             RtpCipher::Gcm { gcm, salt } => {
                 // RFC 7714 §8.1: IV = (0^16 || SSRC || ROC || SEQ) XOR salt; AAD = the header.
@@ -314,31 +351,20 @@ impl RtpProtector {
     fn protect_split(&mut self, pkt: &[u8], hl: usize, out: &mut [u8]) -> Result<usize, SrtpError> {
         let len = pkt.len();
         let out_len = len + AES_CM_TAG_LEN;
-        let seq = u16::from_be_bytes([pkt[2], pkt[3]]);
-        let ssrc = u32::from_be_bytes([pkt[8], pkt[9], pkt[10], pkt[11]]);
-        let si = self.state(ssrc)?;
-        let (roc, diff, exhausted) = self.ssrcs[si].next_roc(seq);
-        if exhausted {
-            return Err(SrtpError::KeyExhausted);
-        }
+        let Index {
+            seq,
+            ssrc,
+            si,
+            roc,
+            diff,
+        } = self.index(pkt)?;
         let RtpCipher::AesCm { aes, salt, auth } = &self.cipher else {
             unreachable!("protect_split is AES-CM only");
         };
-        let mut iv = [0u8; 16];
-        iv[4..8].copy_from_slice(&ssrc.to_be_bytes());
-        iv[8..12].copy_from_slice(&roc.to_be_bytes());
-        iv[12..14].copy_from_slice(&seq.to_be_bytes());
-        for (v, s) in iv.iter_mut().zip(salt) {
-            *v ^= s;
-        }
-        let mut ks = keystream(aes, iv);
+        let mut ks = keystream(aes, aes_cm_iv(salt, ssrc, roc, seq));
         ks.apply_keystream_b2b(&pkt[hl..], &mut out[hl..len])
             .map_err(|_| SrtpError::Malformed("buffer length mismatch"))?;
-        let mut mac = auth.clone();
-        mac.update(&out[..len]);
-        mac.update(&roc.to_be_bytes());
-        let tag = mac.finalize().into_bytes();
-        out[len..out_len].copy_from_slice(&tag[..AES_CM_TAG_LEN]);
+        append_aes_cm_tag(auth, out, len, roc);
         self.ssrcs[si].update(seq, diff);
         Ok(out_len)
     }
