@@ -943,6 +943,11 @@ impl Shard {
     }
 
     fn send_media(&mut self, p: usize, pkt: &Bytes, h: &rtp::RtpHeader) {
+        if self.sessions[p].as_ref().is_some_and(|s| s.rtc.is_some()) {
+            // str0m owns the datagrams it sends (send_bytes); no slot is needed here.
+            self.send_media_rtc(p, pkt, h);
+            return;
+        }
         let Some(slot) = self.alloc_slot() else {
             self.counters.dropped_no_send_slot += 1;
             if let Some(s) = self.sessions[p].as_mut() {
@@ -959,47 +964,6 @@ impl Shard {
             self.free_slots.push(slot as u32);
             return;
         };
-        if let Some(rtc) = s.rtc.as_mut() {
-            let Some(rw) = s
-                .rewriter
-                .rewrite(h.payload_type, h.seq, h.timestamp, h.ssrc)
-            else {
-                s.counters.dropped += 1;
-                self.free_slots.push(slot as u32);
-                return;
-            };
-            self.free_slots.push(slot as u32);
-            // One payload Arc per publisher packet, shared by this shard's WebRTC players.
-            let payload = self
-                .rtc_payload
-                .get_or_insert_with(|| Arc::from(rtp_payload(pkt, h)))
-                .clone();
-            let out = webrtc::OutgoingRtp {
-                payload_type: h.payload_type,
-                seq: rw.seq,
-                timestamp: rw.timestamp,
-                marker: h.marker,
-                payload,
-            };
-            match rtc.send_rtp(Instant::now(), &out) {
-                Ok(()) => {
-                    s.counters.packets_out += 1;
-                    self.counters.packets_out += 1;
-                    if !s.active {
-                        s.active = true;
-                        let _ = self.events.send(Event::Status {
-                            id: s.id,
-                            status: Status::Playing,
-                            info: String::new(),
-                            remote: rtc.remote_addr(),
-                        });
-                    }
-                }
-                Err(_) => s.counters.dropped += 1,
-            }
-            self.drain_rtc(p);
-            return;
-        }
         let l = &mut s.legs[li];
         let (Some(raw), Some(rw)) = (
             l.peer_raw,
@@ -1105,6 +1069,52 @@ impl Shard {
                 remote,
             });
         }
+    }
+
+    /// A fan-out packet for a WebRTC player: str0m protects and sends it.
+    fn send_media_rtc(&mut self, p: usize, pkt: &Bytes, h: &rtp::RtpHeader) {
+        let Some(s) = self.sessions[p].as_mut() else {
+            return;
+        };
+        let Some(rtc) = s.rtc.as_mut() else {
+            return;
+        };
+        let Some(rw) = s
+            .rewriter
+            .rewrite(h.payload_type, h.seq, h.timestamp, h.ssrc)
+        else {
+            s.counters.dropped += 1;
+            return;
+        };
+        // One payload Arc per publisher packet, shared by this shard's WebRTC players.
+        let payload = self
+            .rtc_payload
+            .get_or_insert_with(|| Arc::from(rtp_payload(pkt, h)))
+            .clone();
+        let out = webrtc::OutgoingRtp {
+            payload_type: h.payload_type,
+            seq: rw.seq,
+            timestamp: rw.timestamp,
+            marker: h.marker,
+            payload,
+        };
+        match rtc.send_rtp(Instant::now(), &out) {
+            Ok(()) => {
+                s.counters.packets_out += 1;
+                self.counters.packets_out += 1;
+                if !s.active {
+                    s.active = true;
+                    let _ = self.events.send(Event::Status {
+                        id: s.id,
+                        status: Status::Playing,
+                        info: String::new(),
+                        remote: rtc.remote_addr(),
+                    });
+                }
+            }
+            Err(_) => s.counters.dropped += 1,
+        }
+        self.drain_rtc(p);
     }
 
     /// Sends a small RTCP packet (PLI/NACK) from leg `leg` of session `idx` to its peer,
