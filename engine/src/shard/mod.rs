@@ -1,0 +1,293 @@
+//! One shard: a thread pinned to a core that owns its sessions' sockets and drives them with
+//! its own io_uring. Datagrams arrive through multishot RecvMsg into a provided-buffer ring;
+//! media goes out as SendMsg SQEs, all submitted with one syscall per loop turn.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use io_uring::{types, IoUring};
+
+use crate::api::*;
+use crate::arena::PacketArena;
+use crate::bufring::BufRing;
+use crate::mesh::{Hop, Mesh};
+use crate::rtp;
+
+mod fanout;
+mod ingress;
+mod ring;
+mod rtc;
+mod rtcp;
+mod session;
+
+use ring::*;
+use session::*;
+
+/// Hops taken from one inbound queue per loop turn, so one busy peer cannot starve the rest.
+const HOP_BUDGET: usize = 512;
+
+/// Tuning knobs of a shard.
+#[derive(Debug, Clone)]
+pub struct ShardConfig {
+    pub sq_entries: u32,
+    pub recv_buffers: u16,
+    pub recv_buffer_size: usize,
+    pub send_slots: usize,
+    pub keyframe_interval: Duration,
+    pub arena_chunk: usize,
+}
+
+impl Default for ShardConfig {
+    fn default() -> Self {
+        Self {
+            sq_entries: 4096,
+            recv_buffers: 2048,
+            recv_buffer_size: 2048,
+            send_slots: 8192,
+            keyframe_interval: Duration::from_millis(500),
+            arena_chunk: 256 * 1024,
+        }
+    }
+}
+
+pub(crate) struct Shard {
+    // Field order matters: the ring must drop before the buffer memory it points into.
+    ring: IoUring,
+    bufs: BufRing,
+    recv_hdr: Box<libc::msghdr>,
+    wake_buf: Box<u64>,
+    slots: Box<[SendSlot]>,
+    free_slots: Vec<u32>,
+    me: usize,
+    cfg: ShardConfig,
+    mesh: Arc<Mesh>,
+    cmds: Receiver<Command>,
+    events: Sender<Event>,
+    sessions: Vec<Option<Session>>,
+    free_sessions: Vec<usize>,
+    by_id: HashMap<SessionId, usize>,
+    streams: HashMap<StreamId, LocalStream>,
+    arena: PacketArena,
+    counters: ShardCounters,
+    cqes: Vec<(u64, i32, u32)>,
+    /// Where a packet is assembled for per-player SRTP protection (reused, never shrinks).
+    scratch: Vec<u8>,
+    /// The player list of the stream being fanned out (reused).
+    fanout_scratch: Vec<usize>,
+    /// The payload of the packet being fanned out, as WebRTC players take it (built once).
+    rtc_payload: Option<Arc<[u8]>>,
+    /// Sessions with a WebRTC peer connection, and the earliest timer among them.
+    rtc_sessions: Vec<usize>,
+    next_rtc_deadline: Instant,
+    deferred: Vec<(u64, i32, u32)>,
+    wake_pending: Vec<bool>,
+    next_gen: u32,
+    shutdown: bool,
+}
+
+impl Shard {
+    pub(crate) fn new(
+        me: usize,
+        cfg: ShardConfig,
+        mesh: Arc<Mesh>,
+        cmds: Receiver<Command>,
+        events: Sender<Event>,
+    ) -> std::io::Result<Self> {
+        let ring = IoUring::builder()
+            .setup_cqsize(cfg.sq_entries * 8)
+            .build(cfg.sq_entries)?;
+        let bufs = BufRing::new(&ring, cfg.recv_buffers, cfg.recv_buffer_size, BGID)?;
+        // SAFETY: all-zero msghdr is valid; only the name length matters for multishot.
+        let mut recv_hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
+        recv_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        let slots = (0..cfg.send_slots)
+            .map(|_| SendSlot {
+                // SAFETY: zeroed C structs are valid placeholders, filled before each use.
+                hdr: unsafe { std::mem::zeroed() },
+                iov: unsafe { std::mem::zeroed() },
+                addr: RawAddr::new(SocketAddr::from(([0, 0, 0, 0], 0))),
+                head: [0; 16],
+                pkt: None,
+                srtp_buf: None,
+            })
+            .collect::<Vec<_>>()
+            .into_boxed_slice();
+        let free_slots = (0..cfg.send_slots as u32).rev().collect();
+        let n = mesh.shards();
+        let mut shard = Self {
+            ring,
+            bufs,
+            recv_hdr,
+            wake_buf: Box::new(0),
+            slots,
+            free_slots,
+            me,
+            arena: PacketArena::new(cfg.arena_chunk, 8, 64),
+            cfg,
+            mesh,
+            cmds,
+            events,
+            sessions: Vec::new(),
+            free_sessions: Vec::new(),
+            by_id: HashMap::new(),
+            streams: HashMap::new(),
+            counters: ShardCounters::default(),
+            cqes: Vec::with_capacity(8192),
+            scratch: Vec::with_capacity(2048),
+            fanout_scratch: Vec::with_capacity(1024),
+            rtc_payload: None,
+            rtc_sessions: Vec::new(),
+            next_rtc_deadline: Instant::now(),
+            deferred: Vec::with_capacity(8192),
+            wake_pending: vec![false; n],
+            next_gen: 1,
+            shutdown: false,
+        };
+        shard.arm_wake();
+        Ok(shard)
+    }
+
+    /// The loop: commands, inbound hops, completions; park in the kernel when idle.
+    pub(crate) fn run(mut self) {
+        let idle_wait = types::Timespec::new().nsec(100_000_000);
+        while !self.shutdown {
+            let mut work = self.drain_commands();
+            work |= self.run_rtc_timers();
+            work |= self.drain_hops();
+            work |= self.process_completions();
+            self.flush_wakes();
+            if work {
+                if let Err(err) = self.ring.submit() {
+                    tracing::warn!(shard = self.me, %err, "io_uring submit failed");
+                }
+                continue;
+            }
+            let waker = &self.mesh.wakers[self.me];
+            waker.park();
+            if !self.cmds.is_empty() || self.mesh.has_inbound(self.me) {
+                waker.unpark();
+                continue;
+            }
+            let wait = if self.rtc_sessions.is_empty() {
+                idle_wait
+            } else {
+                let d = self
+                    .next_rtc_deadline
+                    .saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(100));
+                types::Timespec::new().nsec(d.as_nanos().max(1) as u32)
+            };
+            let args = types::SubmitArgs::new().timespec(&wait);
+            match self.ring.submitter().submit_with_args(1, &args) {
+                Ok(_) => {}
+                Err(e) if matches!(e.raw_os_error(), Some(libc::ETIME) | Some(libc::EINTR)) => {}
+                Err(err) => tracing::warn!(shard = self.me, %err, "io_uring wait failed"),
+            }
+            self.mesh.wakers[self.me].unpark();
+        }
+        tracing::info!(shard = self.me, "shard stopped");
+    }
+
+    fn flush_wakes(&mut self) {
+        for d in 0..self.wake_pending.len() {
+            if self.wake_pending[d] {
+                self.wake_pending[d] = false;
+                self.mesh.wakers[d].wake_if_parked();
+            }
+        }
+    }
+
+    fn drain_commands(&mut self) -> bool {
+        let mut work = false;
+        while let Ok(cmd) = self.cmds.try_recv() {
+            work = true;
+            self.handle_command(cmd);
+        }
+        work
+    }
+
+    fn drain_hops(&mut self) -> bool {
+        // A hop was pushed after the commands that set up its players (control sends those
+        // before answering the REST call that led to the packet), so read commands first.
+        let mut work = self.mesh.has_inbound(self.me) && self.drain_commands();
+        for from in 0..self.mesh.shards() {
+            for _ in 0..HOP_BUDGET {
+                let Some(hop) = self.mesh.pop(from, self.me) else {
+                    break;
+                };
+                work = true;
+                self.handle_hop(hop);
+            }
+        }
+        work
+    }
+
+    fn handle_hop(&mut self, hop: Hop) {
+        match hop {
+            Hop::Media { stream, pkt } => {
+                if let Ok(h) = rtp::parse_rtp(&pkt) {
+                    self.fanout_local(stream, &pkt, &h);
+                }
+            }
+            Hop::Keyframe { stream } => self.request_keyframe(stream),
+            Hop::Nack {
+                stream,
+                ssrc,
+                pid,
+                blp,
+            } => self.send_nack(stream, ssrc, pid, blp),
+        }
+    }
+
+    fn handle_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::AddSession(ns) => self.add_session(ns),
+            Command::SetRoutes { stream, shards } => {
+                let me = self.me;
+                let ls = self.streams.entry(stream).or_default();
+                ls.routes = shards.into_iter().filter(|&s| s != me).collect();
+                self.gc_stream(stream);
+            }
+            Command::SetPublisherShard { stream, shard } => {
+                self.streams.entry(stream).or_default().publisher_shard = shard;
+                self.gc_stream(stream);
+            }
+            Command::Terminate { id, info } => self.stop_session(id, Status::Stopped, info),
+            Command::InjectFault(Fault::PanicOnNextPacket(id)) => {
+                if let Some(s) = self.by_id.get(&id).and_then(|&i| self.sessions[i].as_mut()) {
+                    s.fault = true;
+                }
+            }
+            Command::InjectFault(Fault::PanicShard) => panic!("injected shard fault"),
+            Command::Stats { reply } => {
+                let _ = reply.send(self.stats());
+            }
+            Command::Shutdown => self.shutdown = true,
+        }
+    }
+
+    fn stats(&self) -> ShardStats {
+        let sessions = self
+            .sessions
+            .iter()
+            .flatten()
+            .filter(|s| !s.closing)
+            .map(|s| SessionStats {
+                id: s.id,
+                stream: s.stream,
+                role: s.role,
+                remote: s.rtc.as_ref().and_then(|r| r.remote_addr()).or(s.remote()),
+                counters: s.counters,
+                payload_types: s.payload_types.iter().flatten().copied().collect(),
+            })
+            .collect();
+        ShardStats {
+            shard: self.me,
+            counters: self.counters,
+            sessions,
+        }
+    }
+}

@@ -1,0 +1,293 @@
+//! The session table: what a session and its legs hold, how sessions join and leave their
+//! stream, and how a stopped session is released once the kernel lets go of its sockets.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::time::Instant;
+
+use io_uring::opcode;
+
+use crate::api::*;
+use crate::feedback::KeyframeCoalescer;
+use crate::rewrite::Rewriter;
+use crate::srtp::SrtpContext;
+use crate::webrtc;
+
+use super::ring::{ud, RawAddr, KIND_CANCEL, KIND_RECV};
+use super::Shard;
+
+/// One socket of a session (one media section).
+pub(super) struct Leg {
+    /// The socket's address (WebRTC: the host candidate the browser was given).
+    pub(super) local: SocketAddr,
+    pub(super) socket: UdpSocket,
+    pub(super) peer: Option<SocketAddr>,
+    pub(super) peer_raw: Option<RawAddr>,
+    pub(super) kind: LegKind,
+    /// Players: payload types carried (empty = all).
+    pub(super) pts: Vec<u8>,
+    pub(super) srtp_in: Option<SrtpContext>,
+    pub(super) srtp_out: Option<SrtpContext>,
+    pub(super) recv_armed: bool,
+    /// Publishers: the SSRC last received, the target of keyframe requests and NACKs.
+    pub(super) last_ssrc: Option<u32>,
+    /// Players: (publisher payload type, player payload type).
+    pub(super) pt_map: Vec<(u8, u8)>,
+    /// Publishers: H264 payload types and the latest parameter sets seen on them.
+    pub(super) h264: Vec<u8>,
+    pub(super) sps: Vec<u8>,
+    pub(super) pps: Vec<u8>,
+}
+
+pub(super) struct Session {
+    pub(super) id: SessionId,
+    pub(super) gen: u32,
+    pub(super) stream: StreamId,
+    pub(super) role: Role,
+    pub(super) legs: Vec<Leg>,
+    pub(super) rewriter: Rewriter,
+    pub(super) counters: SessionCounters,
+    /// Highest sequence seen per payload type (publishers, for loss counting).
+    pub(super) highest: [(u8, u16, bool); 4],
+    pub(super) payload_types: [Option<u8>; 4],
+    pub(super) active: bool,
+    pub(super) closing: bool,
+    /// Test hook ([`Fault::PanicOnNextPacket`]).
+    pub(super) fault: bool,
+    /// WebRTC sessions: the peer connection (ICE, DTLS, SRTP by str0m) and its next timer.
+    pub(super) rtc: Option<Box<webrtc::WebRtcSession>>,
+    pub(super) rtc_deadline: Instant,
+    /// WebRTC publishers: the video payload type (keyframe requests name it).
+    pub(super) rtc_video_pt: Option<u8>,
+}
+
+impl Session {
+    pub(super) fn remote(&self) -> Option<SocketAddr> {
+        self.legs.iter().find_map(|l| l.peer)
+    }
+
+    /// The leg a player sends payload type `pt` on.
+    pub(super) fn leg_for(&self, pt: u8) -> Option<usize> {
+        self.legs
+            .iter()
+            .position(|l| l.pts.contains(&pt))
+            .or_else(|| self.legs.iter().position(|l| l.pts.is_empty()))
+    }
+}
+
+#[derive(Default)]
+pub(super) struct LocalStream {
+    pub(super) publisher: Option<usize>,
+    pub(super) players: Vec<usize>,
+    /// Other shards with players of this stream (only meaningful on the publisher's shard).
+    pub(super) routes: Vec<usize>,
+    pub(super) publisher_shard: Option<usize>,
+    pub(super) keyframes: Option<KeyframeCoalescer>,
+}
+
+impl LocalStream {
+    pub(super) fn is_empty(&self) -> bool {
+        self.publisher.is_none()
+            && self.players.is_empty()
+            && self.routes.is_empty()
+            && self.publisher_shard.is_none()
+    }
+}
+
+impl Shard {
+    pub(super) fn add_session(&mut self, ns: NewSession) {
+        let gen = self.next_gen;
+        self.next_gen = self.next_gen.wrapping_add(1) & 0xffff;
+        let seed = (ns.id as u32) ^ ((ns.id >> 32) as u32) ^ 0xa5a5_5a5a;
+        let legs: Vec<Leg> = ns
+            .legs
+            .into_iter()
+            .take(MAX_LEGS)
+            .map(|l| {
+                if let Err(err) = l.socket.set_nonblocking(true) {
+                    tracing::warn!(shard = self.me, %err, "set_nonblocking failed");
+                }
+                Leg {
+                    local: l
+                        .socket
+                        .local_addr()
+                        .unwrap_or(SocketAddr::from(([0, 0, 0, 0], 0))),
+                    socket: l.socket,
+                    peer: l.peer,
+                    peer_raw: l.peer.map(RawAddr::new),
+                    kind: l.kind,
+                    pts: l.payload_types,
+                    srtp_in: l.srtp_in,
+                    srtp_out: l.srtp_out,
+                    recv_armed: false,
+                    last_ssrc: None,
+                    pt_map: l.pt_map,
+                    h264: l.h264_payload_types,
+                    sps: Vec::new(),
+                    pps: Vec::new(),
+                }
+            })
+            .collect();
+        let n_legs = legs.len();
+        let rtc_video_pt = ns.webrtc.as_ref().and_then(|r| {
+            r.tracks()
+                .iter()
+                .find(|t| t.kind == webrtc::MediaKind::Video)
+                .map(|t| t.payload_type)
+        });
+        let mut legs = legs;
+        if let (Some(r), Some(l)) = (ns.webrtc.as_ref(), legs.first_mut()) {
+            // ICE-lite: the session's host candidate is the address the browser was told.
+            l.local = r.local_addr();
+            if ns.role == Role::Publisher {
+                l.h264 = r
+                    .tracks()
+                    .iter()
+                    .filter(|t| t.codec == webrtc::Codec::H264)
+                    .map(|t| t.payload_type)
+                    .collect();
+            }
+        }
+        let is_rtc = ns.webrtc.is_some();
+        let session = Session {
+            rtc: ns.webrtc,
+            rtc_deadline: Instant::now(),
+            rtc_video_pt,
+            id: ns.id,
+            gen,
+            stream: ns.stream,
+            role: ns.role,
+            legs,
+            rewriter: Rewriter::new(seed),
+            counters: SessionCounters::default(),
+            highest: [(0, 0, false); 4],
+            payload_types: [None; 4],
+            active: false,
+            closing: false,
+            fault: false,
+        };
+        let idx = match self.free_sessions.pop() {
+            Some(i) => {
+                self.sessions[i] = Some(session);
+                i
+            }
+            None => {
+                self.sessions.push(Some(session));
+                self.sessions.len() - 1
+            }
+        };
+        self.by_id.insert(ns.id, idx);
+        let me = self.me;
+        let ls = self.streams.entry(ns.stream).or_default();
+        match ns.role {
+            Role::Publisher => {
+                ls.publisher = Some(idx);
+                ls.publisher_shard = Some(me);
+            }
+            Role::Player => ls.players.push(idx),
+        }
+        for leg in 0..n_legs {
+            self.arm_recv(idx, leg);
+        }
+        if is_rtc {
+            self.rtc_sessions.push(idx);
+            self.next_rtc_deadline = Instant::now();
+        }
+        if ns.role == Role::Player {
+            // A joining player needs a keyframe to start decoding.
+            self.route_keyframe(ns.stream);
+        }
+        tracing::debug!(shard = self.me, id = ns.id, role = ?ns.role, legs = n_legs, "session added");
+    }
+
+    /// Stops a session: it leaves its stream at once, and is released when the kernel no
+    /// longer references its sockets. `status` is Stopped (control asked) or Failed.
+    pub(super) fn stop_session(&mut self, id: SessionId, status: Status, info: String) {
+        let Some(&idx) = self.by_id.get(&id) else {
+            return;
+        };
+        let Some(s) = self.sessions[idx].as_mut() else {
+            return;
+        };
+        if s.closing {
+            return;
+        }
+        let remote = s.remote();
+        if let Some(rtc) = s.rtc.as_mut() {
+            // Tell the browser (DTLS close_notify) before the socket goes.
+            rtc.close(Instant::now());
+            self.drain_rtc(idx);
+        }
+        let Some(s) = self.sessions[idx].as_mut() else {
+            return;
+        };
+        s.closing = true;
+        let (stream, role, gen) = (s.stream, s.role, s.gen);
+        let armed: Vec<usize> = (0..s.legs.len())
+            .filter(|&i| s.legs[i].recv_armed)
+            .collect();
+        if let Some(ls) = self.streams.get_mut(&stream) {
+            match role {
+                Role::Publisher => {
+                    if ls.publisher == Some(idx) {
+                        ls.publisher = None;
+                    }
+                }
+                Role::Player => ls.players.retain(|&p| p != idx),
+            }
+        }
+        let _ = self.events.send(Event::Status {
+            id,
+            status,
+            info,
+            remote,
+        });
+        if armed.is_empty() {
+            self.finalize(idx);
+        }
+        // The session is released when the last cancelled receive completes.
+        for leg in armed {
+            let e = opcode::AsyncCancel::new(ud(KIND_RECV, gen, leg, idx))
+                .build()
+                .user_data(ud(KIND_CANCEL, 0, 0, 0));
+            self.push_sqe(e);
+        }
+        self.gc_stream(stream);
+    }
+
+    /// Releases a stopped session's socket and slot once the kernel no longer references it.
+    pub(super) fn finalize(&mut self, idx: usize) {
+        if let Some(s) = self.sessions[idx].take() {
+            if s.rtc.is_some() {
+                self.rtc_sessions.retain(|&i| i != idx);
+            }
+            self.by_id.remove(&s.id);
+            self.free_sessions.push(idx);
+            let _ = self.events.send(Event::Removed { id: s.id });
+            tracing::debug!(shard = self.me, id = s.id, "session removed");
+        }
+    }
+
+    pub(super) fn gc_stream(&mut self, stream: StreamId) {
+        if self.streams.get(&stream).is_some_and(|l| l.is_empty()) {
+            self.streams.remove(&stream);
+        }
+    }
+
+    /// Fails a session whose packet handling panicked (the panic message went to stderr).
+    pub(super) fn session_panicked(&mut self, idx: usize) {
+        self.counters.session_panics += 1;
+        let Some(id) = self.sessions[idx].as_ref().map(|s| s.id) else {
+            return;
+        };
+        tracing::error!(
+            shard = self.me,
+            id,
+            "session panicked while handling a packet; failing it"
+        );
+        self.stop_session(
+            id,
+            Status::Failed,
+            "Failed: internal error (see server log)".into(),
+        );
+    }
+}
