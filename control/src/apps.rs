@@ -126,13 +126,39 @@ impl Apps {
 
     /// The hook URL and settings for `method` of `key`, unless disabled.
     pub fn hook(&self, key: &str, method: &str) -> Option<(String, RestClientConfig)> {
+        self.hook_for(key, method, None)
+    }
+
+    /// As [`Self::hook`], with a session's own settings (from its `connect` reply) taking
+    /// the place of the app's for the methods they name.
+    pub fn hook_for(
+        &self,
+        key: &str,
+        method: &str,
+        session: Option<&crate::registry::RestClientConfigs>,
+    ) -> Option<(String, RestClientConfig)> {
         let url = self.hook_url(key, method)?;
-        let rc = self.map[key]
-            .rest_client_config
-            .get(method)
-            .cloned()
-            .unwrap_or_default();
+        let rc = self.settings(key, method, session);
         (rc.rest_policy != crate::config::RestPolicy::Disabled).then_some((url, rc))
+    }
+
+    /// The settings of `method` for app `key` (session's first, then the app's, else the
+    /// defaults), whether or not the method is enabled.
+    pub fn settings(
+        &self,
+        key: &str,
+        method: &str,
+        session: Option<&crate::registry::RestClientConfigs>,
+    ) -> RestClientConfig {
+        session
+            .and_then(|s| s.get(method))
+            .or_else(|| {
+                self.map
+                    .get(key)
+                    .and_then(|a| a.rest_client_config.get(method))
+            })
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The hook URL for `method` of `key`, when the app exists, has a URL and enables it.

@@ -9,6 +9,10 @@ pub const DEFAULT_TOML: &str = include_str!("default.toml");
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// This node's name in stream objects and hooks (`nodeId`); the cluster names nodes by
+    /// it too. Empty (the default) = the host name.
+    #[serde(default)]
+    pub node_id: String,
     pub http: HttpConfig,
     pub https: HttpsConfig,
     pub media: MediaConfig,
@@ -23,6 +27,10 @@ pub struct HooksConfig {
     pub max_concurrency: usize,
     #[serde(default)]
     pub hmac_secret: Option<String>,
+    /// PEM file of a private CA that hook web servers' certificates may chain to (besides
+    /// the webpki roots).
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
     pub keep_alive: KeepAliveConfig,
 }
 
@@ -54,11 +62,13 @@ pub enum RestPolicy {
     Notify,
     /// Also apply the reply's fields named in `restOverwrite`.
     Overwrite,
-    /// Do not call this method.
+    /// Do not call this method (WCS 5 spells it `DISABLE`, WCS 4 `DISABLED`).
+    #[serde(alias = "DISABLE")]
     Disabled,
 }
 
-/// Per-method hook behaviour, as the reference server's restClientConfig.
+/// Per-method hook behaviour, as the reference server's restClientConfig. Field lists take
+/// WCS's form (a comma-separated string, `""` = none) or a list.
 #[derive(Debug, Clone, Default, Deserialize, serde::Serialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct RestClientConfig {
@@ -66,10 +76,35 @@ pub struct RestClientConfig {
     pub rest_on_error: RestOnError,
     #[serde(default)]
     pub rest_policy: RestPolicy,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "field_list")]
     pub rest_overwrite: Vec<String>,
-    #[serde(default)]
+    /// Fields not sent to the web server.
+    #[serde(default, deserialize_with = "field_list")]
     pub rest_exclude: Vec<String>,
+    /// Fields stripped from this server's replies to the client (publish/play answers).
+    #[serde(default, deserialize_with = "field_list")]
+    pub client_exclude: Vec<String>,
+}
+
+/// A list of field names: `["a", "b"]`, or WCS's `"a,b"` (spaces ignored, `""` = empty).
+fn field_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        Text(String),
+        List(Vec<String>),
+    }
+    let names = match Form::deserialize(d).map_err(|_| {
+        serde::de::Error::custom("expected a comma-separated string or a list of field names")
+    })? {
+        Form::Text(s) => s.split(',').map(str::to_string).collect(),
+        Form::List(v) => v,
+    };
+    Ok(names
+        .into_iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect())
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -109,6 +144,13 @@ pub struct HttpConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MediaConfig {
+    /// A publisher with no media for this long fails ("Failed by RTP activity"); 0 = off.
+    pub rtp_activity_timeout_ms: u64,
+    /// A publisher that never sends fails this long after it was created; 0 = off.
+    pub pending_timeout_ms: u64,
+    /// Keep players waiting for a republish when their publisher stops, instead of stopping
+    /// them ("Stopped by publisher stop", the reference server's behaviour and the default).
+    pub players_outlive_publisher: bool,
     pub bind: IpAddr,
     pub public_ip: IpAddr,
     pub port_min: u16,
@@ -117,6 +159,18 @@ pub struct MediaConfig {
     pub pin_cores: bool,
     pub max_sessions: usize,
     pub max_players_per_stream: usize,
+}
+
+/// The host name (the default `node_id`); "localhost" when the system has none.
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr() as *mut libc::c_char, buf.len()) };
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    match std::str::from_utf8(&buf[..end]) {
+        Ok(s) if rc == 0 && !s.is_empty() => s.to_string(),
+        _ => "localhost".into(),
+    }
 }
 
 /// Deep-merges `over` into `base` (tables merge, other values replace).
@@ -147,6 +201,10 @@ impl Config {
         let cfg: Config = v
             .try_into()
             .map_err(|e: toml::de::Error| format!("config: {e}"))?;
+        let mut cfg = cfg;
+        if cfg.node_id.is_empty() {
+            cfg.node_id = hostname();
+        }
         if cfg.media.port_min > cfg.media.port_max {
             return Err("config: media.port_min > media.port_max".into());
         }
@@ -180,5 +238,45 @@ mod tests {
         assert!(Config::load(Some("[media]\nbogus = 1\n"))
             .unwrap_err()
             .contains("bogus"));
+    }
+
+    #[test]
+    fn seed_rest_client_config_block_loads_verbatim() {
+        // The reference server's seed block, as TOML with the same keys and string values.
+        let c = Config::load(Some(
+            r#"
+[[apps]]
+key = "seedApp"
+url = "http://127.0.0.1:9/MyAPI"
+methods = ["StreamKeepAliveEvent"]
+[apps.rest_client_config.StreamKeepAliveEvent]
+clientExclude = ""
+restExclude = "sdp"
+restOnError = "FAIL"
+restPolicy = "NOTIFY"
+restOverwrite = ""
+[apps.rest_client_config.connect]
+restPolicy = "DISABLE"
+restExclude = "sdp, info"
+clientExclude = ["sdp"]
+"#,
+        ))
+        .unwrap();
+        let app = c.apps.iter().find(|a| a.key == "seedApp").unwrap();
+        let ka = &app.rest_client_config["StreamKeepAliveEvent"];
+        assert_eq!(ka.rest_exclude, ["sdp"]);
+        assert!(ka.client_exclude.is_empty() && ka.rest_overwrite.is_empty());
+        assert_eq!(ka.rest_on_error, RestOnError::Fail);
+        assert_eq!(ka.rest_policy, RestPolicy::Notify);
+        let conn = &app.rest_client_config["connect"];
+        assert_eq!(conn.rest_policy, RestPolicy::Disabled);
+        assert_eq!(conn.rest_exclude, ["sdp", "info"]);
+        assert_eq!(conn.client_exclude, ["sdp"]);
+        assert!(!c.node_id.is_empty(), "node_id defaults to the host name");
+        let bad = Config::load(Some(
+            "[[apps]]\nkey = \"x\"\n[apps.rest_client_config.connect]\nrestExclude = 3\n",
+        ))
+        .unwrap_err();
+        assert!(bad.contains("comma-separated"), "{bad}");
     }
 }

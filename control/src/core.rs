@@ -11,12 +11,15 @@ use engine::srtp::SrtpContext;
 use engine::webrtc::{WebRtcConfig, WebRtcRole, WebRtcSession};
 use engine::{
     Command, Engine, EngineConfig, Event, NewLeg, NewSession, Role, SessionId, Status, StreamId,
+    Timeouts,
 };
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::apps::Apps;
 use crate::config::Config;
-use crate::registry::{Counters, CreateError, Filter, Registry, SessionRecord, Topology};
+use crate::registry::{
+    Counters, CreateError, Filter, Registry, RestClientConfigs, SessionRecord, Topology,
+};
 use crate::sdp::MediaSection;
 use crate::signal::LegSpec;
 
@@ -57,6 +60,10 @@ pub struct CreateRequest {
     pub media: Vec<MediaSection>,
     /// A WHIP/WHEP session: the browser's SDP offer (one leg; ICE, DTLS, SRTP by str0m).
     pub webrtc_offer: Option<String>,
+    /// The client's signalling session (`sessionId`).
+    pub session_id: String,
+    /// Hook settings from the web server's `connect` reply, for this session's later hooks.
+    pub rest_client_config: Option<Arc<RestClientConfigs>>,
 }
 
 /// Shard-side facts about a live session, from a stats snapshot.
@@ -139,6 +146,34 @@ pub struct StatusChange {
     pub record: SessionRecord,
     pub status: Status,
     pub info: String,
+    /// The session's counters when the status changed (its final figures on a stop).
+    pub counters: Counters,
+}
+
+/// Info of players stopped because their publisher stopped, as the reference server words it.
+pub const PUBLISHER_STOP_INFO: &str = "Stopped by publisher stop";
+
+/// A publisher that ended normally is UNPUBLISHED (the reference server's word); a player
+/// STOPPED. Failures stay FAILED.
+fn final_status(published: bool, status: Status) -> Status {
+    match status {
+        Status::Stopped | Status::Unpublished if published => Status::Unpublished,
+        Status::Unpublished => Status::Stopped,
+        s => s,
+    }
+}
+
+fn counters_of(c: &engine::SessionCounters) -> Counters {
+    Counters {
+        packets_in: c.packets_in,
+        bytes_in: c.bytes_in,
+        packets_out: c.packets_out,
+        bytes_out: c.bytes_out,
+        lost: c.lost,
+        dropped: c.dropped,
+        pli_in: c.pli_in,
+        nack_in: c.nack_in,
+    }
 }
 
 impl Core {
@@ -193,11 +228,12 @@ impl Core {
         self.listeners.lock().unwrap().push(l);
     }
 
-    fn notify(&self, record: &SessionRecord, status: Status, info: &str) {
+    fn notify(&self, record: &SessionRecord, status: Status, info: &str, counters: Counters) {
         let change = StatusChange {
             record: record.clone(),
             status,
             info: info.to_string(),
+            counters,
         };
         self.listeners.lock().unwrap().retain(|l| l(&change));
     }
@@ -333,6 +369,11 @@ impl Core {
             has_video,
             audio_codec,
             video_codec,
+            session_id: req.session_id.clone(),
+            node_id: self.cfg.node_id.clone(),
+            width: None,
+            height: None,
+            rest_client_config: req.rest_client_config.clone(),
         };
         // Registry first, then the shard: an early event then finds its record.
         let topo = self.reg.lock().unwrap().insert(record.clone());
@@ -348,6 +389,11 @@ impl Core {
                 },
                 legs,
                 webrtc: rtc_session,
+                timeouts: if req.published {
+                    self.publisher_timeouts()
+                } else {
+                    Timeouts::default()
+                },
             }),
         );
         self.apply_topology(topo);
@@ -355,8 +401,17 @@ impl Core {
             id = %record.media_session_id, name = %record.name, published = record.published,
             shard, port, "session created"
         );
-        self.notify(&record, Status::Pending, "");
+        self.notify(&record, Status::Pending, "", Counters::default());
         Ok((record, answer))
+    }
+
+    /// A publisher's media deadlines from `media.*_timeout_ms` (0 = off).
+    fn publisher_timeouts(&self) -> Timeouts {
+        let ms = |v: u64| (v > 0).then(|| std::time::Duration::from_millis(v));
+        Timeouts {
+            rtp_activity: ms(self.cfg.media.rtp_activity_timeout_ms),
+            pending: ms(self.cfg.media.pending_timeout_ms),
+        }
     }
 
     /// Binds one socket per leg and builds the SRTP contexts (key derivation stays here, off
@@ -465,7 +520,7 @@ impl Core {
     /// Stops one session (already looked up). Returns its record.
     fn stop(&self, id: SessionId, info: &str) -> Option<SessionRecord> {
         let (mut rec, topo) = self.reg.lock().unwrap().remove(id)?;
-        rec.status = Status::Stopped;
+        rec.status = final_status(rec.published, Status::Stopped);
         rec.info = info.to_string();
         self.stopping.lock().unwrap().insert(id, rec.clone());
         self.engine.send(
@@ -477,7 +532,27 @@ impl Core {
         );
         self.apply_topology(topo);
         tracing::info!(id = %rec.media_session_id, name = %rec.name, published = rec.published, info, "session stopped");
+        if rec.published {
+            self.publisher_ended(&rec.name);
+        }
         Some(rec)
+    }
+
+    /// A publisher of `name` ended (any way): its players stop too, unless configured to
+    /// wait for a republish.
+    fn publisher_ended(&self, name: &str) {
+        if self.cfg.media.players_outlive_publisher {
+            return;
+        }
+        let f = Filter {
+            name: Some(name.to_string()),
+            published: Some(false),
+            ..Default::default()
+        };
+        let n = self.terminate(&f, PUBLISHER_STOP_INFO).len();
+        if n > 0 {
+            tracing::info!(name, players = n, "publisher ended; its players stopped");
+        }
     }
 
     /// Stops every session matching `f`. Returns the stopped records.
@@ -537,20 +612,7 @@ impl Core {
             live.per_shard[s.shard] = s.sessions.len();
             live.shard_counters[s.shard] = s.counters;
             for x in s.sessions {
-                let c = x.counters;
-                live.counters.insert(
-                    x.id,
-                    Counters {
-                        packets_in: c.packets_in,
-                        bytes_in: c.bytes_in,
-                        packets_out: c.packets_out,
-                        bytes_out: c.bytes_out,
-                        lost: c.lost,
-                        dropped: c.dropped,
-                        pli_in: c.pli_in,
-                        nack_in: c.nack_in,
-                    },
-                );
+                live.counters.insert(x.id, counters_of(&x.counters));
             }
         }
         live
@@ -564,23 +626,28 @@ impl Core {
 
     fn on_event(&self, ev: Event) {
         match ev {
-            // The shard ended a session on its own (a failure, a browser hanging up): control
-            // did not ask, so the record is still registered; drop it too, so nothing of it
-            // stays behind. (A stop control asked for was unregistered already.)
+            // The shard ended a session on its own (a failure, a browser hanging up, no
+            // media): control did not ask, so the record is still registered; drop it too,
+            // so nothing of it stays behind. (A stop control asked for was unregistered
+            // already.)
             Event::Status {
                 id,
                 status: status @ (Status::Failed | Status::Stopped),
                 info,
+                counters,
                 ..
             } if self.reg.lock().unwrap().get(id).is_some() => {
                 let removed = self.reg.lock().unwrap().remove(id);
                 if let Some((mut rec, topo)) = removed {
-                    rec.status = status;
+                    rec.status = final_status(rec.published, status);
                     rec.info = info.clone();
                     self.stopping.lock().unwrap().insert(id, rec.clone());
                     self.apply_topology(topo);
-                    tracing::warn!(id = %rec.media_session_id, name = %rec.name, status = status.as_str(), info, "session ended by its shard");
-                    self.notify(&rec, status, &info);
+                    tracing::warn!(id = %rec.media_session_id, name = %rec.name, status = rec.status.as_str(), info, "session ended by its shard");
+                    self.notify(&rec, rec.status, &info, counters_of(&counters));
+                    if rec.published {
+                        self.publisher_ended(&rec.name);
+                    }
                 }
             }
             Event::Status {
@@ -588,6 +655,7 @@ impl Core {
                 status,
                 info,
                 remote,
+                counters,
             } => {
                 let rec = {
                     let mut reg = self.reg.lock().unwrap();
@@ -604,17 +672,27 @@ impl Core {
                 };
                 let rec = rec.or_else(|| self.stopping.lock().unwrap().get(&id).cloned());
                 if let Some(r) = rec {
+                    // A stop control asked for: the record says how it ended.
+                    let status = if status.is_final() {
+                        final_status(r.published, status)
+                    } else {
+                        status
+                    };
                     tracing::info!(id = %r.media_session_id, name = %r.name, status = status.as_str(), info, "status");
-                    self.notify(&r, status, &info);
+                    self.notify(&r, status, &info, counters_of(&counters));
                 }
             }
             Event::ParamSets { id, sps, pps } => {
                 use base64::Engine as _;
                 let b64 = base64::engine::general_purpose::STANDARD;
-                let sprop = format!("{},{}", b64.encode(sps), b64.encode(pps));
+                let sprop = format!("{},{}", b64.encode(&sps), b64.encode(pps));
+                let size = crate::h264sps::picture_size(&sps);
                 if let Some(r) = self.reg.lock().unwrap().get_mut(id) {
-                    tracing::debug!(id = %r.media_session_id, %sprop, "H264 parameter sets cached");
+                    tracing::debug!(id = %r.media_session_id, %sprop, ?size, "H264 parameter sets cached");
                     r.sprop = Some(sprop);
+                    if let Some((w, h)) = size {
+                        (r.width, r.height) = (Some(w), Some(h));
+                    }
                 }
             }
             Event::Removed { id } => {

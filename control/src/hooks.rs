@@ -3,7 +3,8 @@
 //! StreamStatusEvent, unPublishStream and stopStream notify; StreamKeepAliveEvent runs
 //! periodically and a 403 reply terminates that stream.
 //!
-//! Everything runs on the control thread's tokio runtime with a hyper-util client. Calls are
+//! Everything runs on the control thread's tokio runtime with a hyper-util client (plain HTTP
+//! or HTTPS through rustls: webpki roots plus `hooks.ca_file`). Calls are
 //! bounded by a semaphore and each by a timeout, so a slow or dead web server can delay a
 //! hook by at most the timeout and never blocks media (shards never wait on control) or the
 //! REST API (requests are independent tasks).
@@ -15,6 +16,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{HeaderValue, CONTENT_TYPE};
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::{connect::HttpConnector, Client};
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
@@ -22,6 +24,7 @@ use tokio::sync::Semaphore;
 
 use crate::config::{HooksConfig, RestClientConfig, RestOnError, RestPolicy};
 use crate::core::{ApiError, Core, StatusChange};
+use crate::registry::{Counters, RestClientConfigs, SessionRecord};
 use engine::Status;
 
 /// Info of a stream stopped because its keep-alive was refused or failed.
@@ -43,7 +46,7 @@ pub const OVERWRITABLE: &[&str] = &["name", "hasAudio", "hasVideo", "audioCodec"
 
 pub struct Hooks {
     core: Arc<Core>,
-    client: Client<HttpConnector, Full<Bytes>>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
     sem: Arc<Semaphore>,
     timeout: Duration,
     secret: Option<ring::hmac::Key>,
@@ -67,14 +70,55 @@ fn exclude(mut body: Value, fields: &[String]) -> Value {
     body
 }
 
+/// The TLS settings of hook calls: the webpki (Mozilla) roots, plus the operator's private CA
+/// from `hooks.ca_file` (PEM, one or more certificates).
+pub fn tls_client_config(
+    ca_file: Option<&std::path::Path>,
+) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    if let Some(p) = ca_file {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(p)
+            .and_then(|it| it.collect())
+            .map_err(|e| format!("hooks.ca_file {}: {e}", p.display()))?;
+        if certs.is_empty() {
+            return Err(format!(
+                "hooks.ca_file {}: no certificate in it",
+                p.display()
+            ));
+        }
+        for c in certs {
+            roots
+                .add(c)
+                .map_err(|e| format!("hooks.ca_file {}: {e}", p.display()))?;
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
+}
+
 impl Hooks {
-    pub fn new(core: Arc<Core>, cfg: &HooksConfig) -> Arc<Hooks> {
+    pub fn new(core: Arc<Core>, cfg: &HooksConfig) -> Result<Arc<Hooks>, String> {
         let mut http = HttpConnector::new();
         http.set_connect_timeout(Some(Duration::from_millis(cfg.timeout_ms)));
         http.set_nodelay(true);
-        Arc::new(Hooks {
+        // Without this the connector refuses https:// URIs before TLS starts.
+        http.enforce_http(false);
+        let tls = tls_client_config(cfg.ca_file.as_deref())?;
+        let https = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        Ok(Arc::new(Hooks {
             core,
-            client: Client::builder(TokioExecutor::new()).build(http),
+            client: Client::builder(TokioExecutor::new()).build(https),
             sem: Arc::new(Semaphore::new(cfg.max_concurrency.max(1))),
             timeout: Duration::from_millis(cfg.timeout_ms),
             secret: cfg
@@ -83,7 +127,22 @@ impl Hooks {
                 .map(|s| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, s.as_bytes())),
             keepalive_inflight: Mutex::new(HashSet::new()),
             cfg: cfg.clone(),
-        })
+        }))
+    }
+
+    /// The URL and settings of `method` for a session of app `app` (its own settings from
+    /// a `connect` reply first), unless the method is off.
+    fn hook(
+        &self,
+        app: &str,
+        method: &str,
+        session: Option<&RestClientConfigs>,
+    ) -> Option<(String, RestClientConfig)> {
+        self.core
+            .apps
+            .lock()
+            .unwrap()
+            .hook_for(app, method, session)
     }
 
     /// One POST: waits for a concurrency permit, then at most the timeout.
@@ -133,15 +192,17 @@ impl Hooks {
 
     /// Runs an authorisation hook; on OVERWRITE applies the allowed fields to `obj`.
     /// 4xx always denies (403 to the caller, with the web server's reason); errors, timeouts
-    /// and 5xx deny only with `restOnError = FAIL`.
+    /// and 5xx deny only with `restOnError = FAIL`. Returns the web server's reply (Null
+    /// when the hook is off or failed under LOG).
     pub async fn authorize(
         &self,
         method: &str,
         app: &str,
         obj: &mut Value,
-    ) -> Result<(), ApiError> {
-        let Some((url, rc)) = self.core.apps.lock().unwrap().hook(app, method) else {
-            return Ok(());
+        session: Option<&RestClientConfigs>,
+    ) -> Result<Value, ApiError> {
+        let Some((url, rc)) = self.hook(app, method, session) else {
+            return Ok(Value::Null);
         };
         let outcome = self
             .call(&url, &exclude(obj.clone(), &rc.rest_exclude))
@@ -151,7 +212,7 @@ impl Hooks {
                 if rc.rest_policy == RestPolicy::Overwrite {
                     apply_overwrite(&rc, &reply, obj);
                 }
-                Ok(())
+                Ok(reply)
             }
             Outcome::Rejected { status, reason } if (400..500).contains(&status) => {
                 let reason =
@@ -170,7 +231,7 @@ impl Hooks {
                     Err(ApiError::new(502, format!("{method} hook failed: {what}")))
                 } else {
                     tracing::warn!(method, app, error = %what, "hook failed; going on (restOnError=LOG)");
-                    Ok(())
+                    Ok(Value::Null)
                 }
             }
         }
@@ -205,35 +266,60 @@ impl Hooks {
                 loop {
                     tokio::select! {
                         _ = stop2.changed() => return,
-                        _ = tick.tick() => me.keep_alive_round(),
+                        _ = tick.tick() => me.keep_alive_round().await,
                     }
                 }
             });
             tracing::info!(interval_ms = self.cfg.keep_alive.interval_ms, apps = ?self.cfg.keep_alive.apps, "stream keep-alive enabled");
+            for w in self.keep_alive_warnings() {
+                tracing::warn!("{w}");
+            }
         }
     }
 
+    /// Why keep-alives, though enabled, would not be sent for some listed app.
+    pub fn keep_alive_warnings(&self) -> Vec<String> {
+        let apps = self.core.apps.lock().unwrap();
+        self.cfg
+            .keep_alive
+            .apps
+            .iter()
+            .filter_map(|k| match apps.get(k) {
+                None => Some(format!(
+                    "hooks.keep_alive.apps names `{k}`, which is not an app: no keep-alives for it"
+                )),
+                Some(a) if !a.methods.contains("StreamKeepAliveEvent") => Some(format!(
+                    "keep-alives are enabled for app `{k}` but it does not enable the \
+                     StreamKeepAliveEvent method: none will be sent until it does \
+                     (`mediaserver cli add app-rest-method {k} StreamKeepAliveEvent`)"
+                )),
+                Some(a) if a.url.is_empty() => Some(format!(
+                    "keep-alives are enabled for app `{k}` but it has no URL: none will be sent until it has one"
+                )),
+                Some(_) => None,
+            })
+            .collect()
+    }
+
     fn on_status(self: &Arc<Self>, c: StatusChange) {
-        if !matches!(
-            c.status,
-            Status::Publishing | Status::Playing | Status::Stopped | Status::Failed
-        ) {
+        if !(matches!(c.status, Status::Publishing | Status::Playing) || c.status.is_final()) {
             return;
         }
-        let mut obj = c.record.to_json(None, false);
+        let mut obj = c.record.to_json(Some(&c.counters), false);
         obj["status"] = json!(c.status.as_str());
         obj["info"] = json!(c.info);
         let app = c.record.app_key.clone();
         let mut methods = vec!["StreamStatusEvent"];
-        if c.status == Status::Stopped {
+        if c.status.is_final() {
             methods.push(if c.record.published {
                 "unPublishStream"
             } else {
                 "stopStream"
             });
         }
+        let session = c.record.rest_client_config.as_deref();
         for m in methods {
-            let Some((url, rc)) = self.core.apps.lock().unwrap().hook(&app, m) else {
+            let Some((url, rc)) = self.hook(&app, m, session) else {
                 continue;
             };
             let me = self.clone();
@@ -248,20 +334,29 @@ impl Hooks {
         }
     }
 
-    /// Sends StreamKeepAliveEvent for every live stream of the configured apps.
-    fn keep_alive_round(self: &Arc<Self>) {
-        let all = self.core.find(&Default::default());
+    /// Sends StreamKeepAliveEvent for every live stream of the configured apps, with the
+    /// stream's current counters.
+    async fn keep_alive_round(self: &Arc<Self>) {
+        let all: Vec<SessionRecord> = self
+            .core
+            .find(&Default::default())
+            .into_iter()
+            .filter(|r| self.cfg.keep_alive.apps.contains(&r.app_key))
+            .collect();
+        if all.is_empty() {
+            return;
+        }
+        // The stats snapshot waits on the shards briefly: off the runtime's threads.
+        let core = self.core.clone();
+        let live = tokio::task::spawn_blocking(move || core.live())
+            .await
+            .unwrap_or_default();
         for r in all {
-            if !self.cfg.keep_alive.apps.contains(&r.app_key) {
-                continue;
-            }
-            let Some((url, rc)) = self
-                .core
-                .apps
-                .lock()
-                .unwrap()
-                .hook(&r.app_key, "StreamKeepAliveEvent")
-            else {
+            let Some((url, rc)) = self.hook(
+                &r.app_key,
+                "StreamKeepAliveEvent",
+                r.rest_client_config.as_deref(),
+            ) else {
                 continue;
             };
             // One keep-alive per stream in flight: a hanging web server does not pile them up.
@@ -273,7 +368,8 @@ impl Hooks {
             {
                 continue;
             }
-            let body = exclude(r.to_json(None, false), &rc.rest_exclude);
+            let counters: Counters = live.counters.get(&r.id).copied().unwrap_or_default();
+            let body = exclude(r.to_json(Some(&counters), false), &rc.rest_exclude);
             let me = self.clone();
             tokio::spawn(async move {
                 let outcome = me.call(&url, &body).await;
@@ -295,6 +391,33 @@ impl Hooks {
             });
         }
     }
+}
+
+/// The per-session restClientConfig a web server returned in its `connect` reply, if any.
+/// A malformed one is logged and ignored (the app's settings apply).
+pub fn session_config(reply: &Value) -> Option<Arc<RestClientConfigs>> {
+    let v = reply.get("restClientConfig")?;
+    match serde_json::from_value::<RestClientConfigs>(v.clone()) {
+        Ok(m) => {
+            if let Some(bad) = m
+                .keys()
+                .find(|k| !crate::apps::REST_METHODS.contains(&k.as_str()))
+            {
+                tracing::warn!(method = %bad, "connect reply: restClientConfig names an unknown method; ignored");
+                return None;
+            }
+            Some(Arc::new(m))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "connect reply: malformed restClientConfig; ignored");
+            None
+        }
+    }
+}
+
+/// Strips `clientExclude` fields from a reply this server gives the client.
+pub fn client_exclude(body: Value, rc: &RestClientConfig) -> Value {
+    exclude(body, &rc.client_exclude)
 }
 
 fn apply_overwrite(rc: &RestClientConfig, reply: &Value, obj: &mut Value) {

@@ -4,6 +4,7 @@ pub mod apps;
 pub mod cli;
 pub mod config;
 pub mod core;
+pub mod h264sps;
 pub mod hooks;
 pub mod metrics;
 pub mod registry;

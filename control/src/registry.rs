@@ -40,6 +40,26 @@ pub struct SessionRecord {
     pub has_video: bool,
     pub audio_codec: Option<String>,
     pub video_codec: Option<String>,
+    /// The client's signalling session (`sessionId`): see [`session_id_for`].
+    pub session_id: String,
+    /// This node's `node_id`.
+    pub node_id: String,
+    /// Publishers: the video size the latest SPS declares.
+    pub width: Option<u32>,
+    pub height: Option<u32>,
+    /// Per-method hook settings the web server gave this session in its `connect` reply;
+    /// they override the app's for this session's later hooks.
+    pub rest_client_config: Option<std::sync::Arc<RestClientConfigs>>,
+}
+
+/// restClientConfig by hook method name.
+pub type RestClientConfigs = std::collections::BTreeMap<String, crate::config::RestClientConfig>;
+
+/// The `sessionId` of a session created by a REST, SDP-file or WHIP/WHEP request: like the
+/// reference server's WebSocket session id, `/<client ip:port>/<server ip:port>-<uuid>`,
+/// fresh per signalling request (each request is its own client session here).
+pub fn session_id_for(client: SocketAddr, server: SocketAddr) -> String {
+    format!("/{client}/{server}-{}", uuid::Uuid::new_v4())
 }
 
 /// Counters merged in from a shard stats snapshot.
@@ -88,6 +108,22 @@ impl SessionRecord {
             has_video: false,
             audio_codec: None,
             video_codec: None,
+            session_id: String::new(),
+            node_id: String::new(),
+            width: None,
+            height: None,
+            rest_client_config: None,
+        }
+    }
+
+    /// `mediaProvider`: the transport the session uses.
+    pub fn media_provider(&self) -> &'static str {
+        if self.webrtc {
+            "WebRTC"
+        } else if self.srtp {
+            "SRTP"
+        } else {
+            "RTP"
         }
     }
 
@@ -95,6 +131,8 @@ impl SessionRecord {
     pub fn to_json(&self, c: Option<&Counters>, metrics: bool) -> Value {
         let c = c.copied().unwrap_or_default();
         let mut v = json!({
+            "nodeId": self.node_id,
+            "sessionId": self.session_id,
             "mediaSessionId": self.media_session_id,
             "name": self.name,
             "published": self.published,
@@ -107,6 +145,7 @@ impl SessionRecord {
             "hasVideo": self.has_video,
             "audioCodec": self.audio_codec,
             "videoCodec": self.video_codec,
+            "mediaProvider": self.media_provider(),
             "remoteAddress": self.remote.map(|a| a.to_string()),
             "serverPort": self.port,
             "serverPorts": self.ports,
@@ -119,6 +158,10 @@ impl SessionRecord {
             "bytesOut": c.bytes_out,
             "lost": c.lost,
         });
+        if let (Some(w), Some(h)) = (self.width, self.height) {
+            v["width"] = json!(w);
+            v["height"] = json!(h);
+        }
         if metrics {
             v["metrics"] = json!({
                 "VIDEO_CODEC": self.video_codec,
@@ -142,7 +185,10 @@ impl SessionRecord {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct FilterBody {
     pub name: Option<String>,
+    /// A boolean, or (as clients of the reference server send it) "true"/"false".
+    #[serde(default, deserialize_with = "lenient_bool")]
     pub published: Option<bool>,
+    pub session_id: Option<String>,
     pub status: Option<String>,
     pub media_session_id: Option<String>,
     pub media_session_ids: Option<Vec<String>>,
@@ -153,12 +199,34 @@ pub struct FilterBody {
     pub app_key: Option<String>,
 }
 
+/// `published` as the reference server takes it: a boolean or "true"/"false".
+fn lenient_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Form {
+        Bool(bool),
+        Text(String),
+    }
+    match Option::<Form>::deserialize(d)? {
+        None => Ok(None),
+        Some(Form::Bool(b)) => Ok(Some(b)),
+        Some(Form::Text(s)) => match s.as_str() {
+            "true" => Ok(Some(true)),
+            "false" => Ok(Some(false)),
+            _ => Err(serde::de::Error::custom(format!(
+                "field `published`: invalid value `{s}`, expected true or false (boolean or string)"
+            ))),
+        },
+    }
+}
+
 /// A validated filter.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Filter {
     pub name: Option<String>,
     pub published: Option<bool>,
     pub status: Option<Status>,
+    pub session_id: Option<String>,
     pub media_session_ids: Option<BTreeSet<String>>,
     pub app_key: Option<String>,
     pub all: bool,
@@ -206,6 +274,7 @@ impl Filter {
             name: b.name,
             published: b.published,
             status,
+            session_id: b.session_id,
             media_session_ids: ids,
             app_key: b.app_key,
             all: b.all.unwrap_or(false),
@@ -218,6 +287,7 @@ impl Filter {
         self.name.is_none()
             && self.published.is_none()
             && self.status.is_none()
+            && self.session_id.is_none()
             && self.media_session_ids.is_none()
             && self.app_key.is_none()
     }
@@ -226,6 +296,7 @@ impl Filter {
         self.name.as_ref().is_none_or(|n| *n == r.name)
             && self.published.is_none_or(|p| p == r.published)
             && self.status.is_none_or(|s| s == r.status)
+            && self.session_id.as_ref().is_none_or(|s| *s == r.session_id)
             && self.app_key.as_ref().is_none_or(|a| *a == r.app_key)
             && self
                 .media_session_ids
@@ -462,6 +533,33 @@ mod tests {
             1
         );
         assert_eq!(n(r#"{"name":"s3"}"#), 0);
+        // The reference server's lenient forms and its other status names.
+        assert_eq!(n(r#"{"published":"false"}"#), 3);
+        assert_eq!(n(r#"{"published":"true","name":"s2"}"#), 1);
+        for s in [
+            "UNPUBLISHED",
+            "PAUSED",
+            "PLAYBACK_PROBLEM",
+            "NOT_ENOUGH_BANDWIDTH",
+        ] {
+            assert_eq!(n(&format!(r#"{{"status":"{s}"}}"#)), 0, "{s}");
+        }
+    }
+
+    #[test]
+    fn session_id_filter() {
+        let mut reg = Registry::new(100, 100);
+        let (id, stream) = reg.reserve("s1", true).unwrap();
+        let mut r = SessionRecord::new(id, "m1", "s1", true, stream);
+        r.session_id = "/1.2.3.4:5/6.7.8.9:10-abc".into();
+        reg.insert(r);
+        let (id, stream) = reg.reserve("s1", false).unwrap();
+        reg.insert(SessionRecord::new(id, "m2", "s1", false, stream));
+        let f = filter(r#"{"sessionId":"/1.2.3.4:5/6.7.8.9:10-abc"}"#).unwrap();
+        assert!(!f.is_empty());
+        let hits = reg.find(&f);
+        assert_eq!(hits.len(), 1);
+        assert_eq!(hits[0].media_session_id, "m1");
     }
 
     #[test]
@@ -471,7 +569,8 @@ mod tests {
             .contains("status"));
         assert!(filter(r#"{"published":"yes"}"#)
             .unwrap_err()
-            .contains("invalid type"));
+            .contains("published"));
+        assert!(filter(r#"{"published":3}"#).is_err());
         assert!(filter(r#"{"nmae":"s1"}"#).unwrap_err().contains("nmae"));
         assert!(filter(r#"{"mediaSessionIds":[]}"#)
             .unwrap_err()

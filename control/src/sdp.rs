@@ -935,6 +935,20 @@ pub struct PlayMedia {
     /// Copied from the publisher's offer. ffmpeg decodes only the **first** one, so put
     /// the payload type the publisher actually sends first.
     pub payload_types: Vec<PayloadType>,
+    /// The SSRCs the server sends this section with (`a=ssrc`), so a decrypting player such
+    /// as GStreamer's `srtpdec` knows them before the first packet.
+    pub ssrcs: Vec<u32>,
+}
+
+/// `a=ssrc:<ssrc> cname:mediaserver` lines (RFC 5576), one per distinct SSRC.
+pub fn write_ssrcs(out: &mut String, ssrcs: &[u32]) {
+    let mut seen: Vec<u32> = Vec::with_capacity(ssrcs.len());
+    for &s in ssrcs {
+        if !seen.contains(&s) {
+            seen.push(s);
+            out.push_str(&format!("a=ssrc:{s} cname:mediaserver\r\n"));
+        }
+    }
 }
 
 impl PlayMedia {
@@ -944,6 +958,7 @@ impl PlayMedia {
             kind: section.kind,
             port,
             payload_types: section.payload_types.clone(),
+            ssrcs: Vec::new(),
         }
     }
 }
@@ -1009,6 +1024,7 @@ pub fn play_sdp(
         if let Some(k) = keys {
             out.push_str(&format!("a=crypto:{}\r\n", k.to_sdes(1)));
         }
+        write_ssrcs(&mut out, &m.ssrcs);
     }
     Ok(out)
 }

@@ -119,13 +119,20 @@ fn html_resp(page: &'static str) -> Resp {
 /// The OpenAPI description of every route, served at /openapi.json.
 pub const OPENAPI: &str = include_str!("../openapi.json");
 
+/// Who made a request: the client's address and the server address it reached.
+#[derive(Debug, Clone, Copy)]
+pub struct Client {
+    pub addr: SocketAddr,
+    pub local: SocketAddr,
+}
+
 pub struct Api {
     pub core: Arc<Core>,
     pub hooks: Arc<crate::hooks::Hooks>,
 }
 
 impl Api {
-    async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Resp {
+    async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: Client) -> Resp {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         let query = req.uri().query().unwrap_or("").to_string();
@@ -256,7 +263,7 @@ impl Api {
         }
     }
 
-    async fn publish(&self, body: &[u8], client: SocketAddr) -> Result<Resp, ApiError> {
+    async fn publish(&self, body: &[u8], client: Client) -> Result<Resp, ApiError> {
         let b: PublishBody = parse_json(body)?;
         let plan = b
             .sdp
@@ -298,10 +305,10 @@ impl Api {
                 }
             }
         }
-        Ok(json_resp(200, &reply))
+        Ok(json_resp(200, &self.client_reply(&rec, reply)))
     }
 
-    async fn play(&self, body: &[u8], client: SocketAddr) -> Result<Resp, ApiError> {
+    async fn play(&self, body: &[u8], client: Client) -> Result<Resp, ApiError> {
         let b: PlayBody = parse_json(body)?;
         let mut req = CreateRequest {
             name: b.name,
@@ -337,23 +344,22 @@ impl Api {
         let mut reply = self.session_reply(&rec);
         if let Some(p) = &plan {
             let sprop = self.core.publisher_of(&rec.name).and_then(|p| p.sprop);
-            reply["sdp"] =
-                json!(p.answer(self.core.cfg.media.public_ip, &rec.ports, sprop.as_deref()));
+            reply["sdp"] = json!(p.answer(
+                self.core.cfg.media.public_ip,
+                &rec.ports,
+                sprop.as_deref(),
+                player_ssrc(rec.id),
+            ));
         }
-        Ok(json_resp(200, &reply))
+        Ok(json_resp(200, &self.client_reply(&rec, reply)))
     }
 
     /// `GET /rest-api/stream/<name>.sdp?port=P[&host=H][&srtp=SUITE]`: creates a player that
     /// sends the stream's sections to H:P, H:P+2, ... (H defaults to the caller's address) and
     /// returns the SDP file to open with ffmpeg/ffplay/VLC.
-    async fn play_file(
-        &self,
-        name: &str,
-        query: &str,
-        client: SocketAddr,
-    ) -> Result<Resp, ApiError> {
+    async fn play_file(&self, name: &str, query: &str, client: Client) -> Result<Resp, ApiError> {
         let mut port = None;
-        let mut host = client.ip();
+        let mut host = client.addr.ip();
         let mut srtp = None;
         let mut app_key = "defaultApp".to_string();
         for kv in query.split('&').filter(|kv| !kv.is_empty()) {
@@ -407,6 +413,7 @@ impl Api {
             &media,
             &legs,
             sprop.as_deref(),
+            player_ssrc(rec.id),
         )
         .map_err(|e| ApiError::new(500, format!("SDP: {e}")))?;
         let mut r = Response::new(Full::new(Bytes::from(text)));
@@ -426,7 +433,7 @@ impl Api {
         name: &str,
         content_type: Option<&str>,
         body: &[u8],
-        client: SocketAddr,
+        client: Client,
     ) -> Result<Resp, ApiError> {
         if content_type.is_some_and(|c| c != "application/sdp") {
             return Err(ApiError::new(
@@ -476,8 +483,13 @@ impl Api {
         if let Ok(v) = HeaderValue::from_str(&location) {
             h.insert(hyper::header::LOCATION, v);
         }
-        if let Ok(v) = HeaderValue::from_str(&rec.media_session_id) {
-            h.insert("x-media-session-id", v);
+        // The resource URL is the protocol's; the id header is ours, so clientExclude
+        // (mediaSessionId) can hold it back.
+        let excluded = self.client_excluded(&rec);
+        if !excluded.iter().any(|f| f == "mediaSessionId") {
+            if let Ok(v) = HeaderValue::from_str(&rec.media_session_id) {
+                h.insert("x-media-session-id", v);
+            }
         }
         Ok(r)
     }
@@ -518,18 +530,21 @@ impl Api {
     async fn create(
         &self,
         mut req: CreateRequest,
-        client: SocketAddr,
+        client: Client,
     ) -> Result<(crate::registry::SessionRecord, Option<String>), ApiError> {
         // An unknown app has no hooks; Core::create rejects it with 400.
         let msid = uuid::Uuid::new_v4().to_string();
+        let session_id = crate::registry::session_id_for(client.addr, client.local);
         let mut obj = json!({
+            "nodeId": self.core.cfg.node_id,
+            "sessionId": session_id,
             "mediaSessionId": msid,
             "name": req.name,
             "published": req.published,
             "status": "NEW",
             "appKey": req.app_key,
             "mediaType": if req.published { "publish" } else { "play" },
-            "clientAddress": client.to_string(),
+            "clientAddress": client.addr.to_string(),
             "remoteAddress": req.peer.map(|a| a.to_string()),
             "hasAudio": req.has_audio,
             "hasVideo": req.has_video,
@@ -542,10 +557,20 @@ impl Api {
         } else {
             "playStream"
         };
-        self.hooks
-            .authorize("connect", &req.app_key, &mut obj)
+        let reply = self
+            .hooks
+            .authorize("connect", &req.app_key, &mut obj, None)
             .await?;
-        self.hooks.authorize(method, &req.app_key, &mut obj).await?;
+        // The web server may give this client its own hook settings in the connect reply.
+        let session_rcc = crate::hooks::session_config(&reply);
+        if let Some(r) = &session_rcc {
+            tracing::info!(session = %session_id, methods = ?r.keys().collect::<Vec<_>>(), "connect reply set this session's restClientConfig");
+        }
+        self.hooks
+            .authorize(method, &req.app_key, &mut obj, session_rcc.as_deref())
+            .await?;
+        req.session_id = session_id;
+        req.rest_client_config = session_rcc;
         if let Some(n) = obj["name"].as_str() {
             req.name = n.to_string();
         }
@@ -567,6 +592,33 @@ impl Api {
         let mut v = rec.to_json(None, false);
         v["host"] = json!(self.core.cfg.media.public_ip.to_string());
         v["port"] = json!(rec.port);
+        v
+    }
+
+    /// The `clientExclude` fields of this session's connect and publishStream/playStream
+    /// settings: what its replies must not carry.
+    fn client_excluded(&self, rec: &crate::registry::SessionRecord) -> Vec<String> {
+        let method = if rec.published {
+            "publishStream"
+        } else {
+            "playStream"
+        };
+        let apps = self.core.apps.lock().unwrap();
+        let session = rec.rest_client_config.as_deref();
+        let mut out = apps
+            .settings(&rec.app_key, "connect", session)
+            .client_exclude;
+        out.extend(apps.settings(&rec.app_key, method, session).client_exclude);
+        out
+    }
+
+    /// A publish/play JSON reply without the session's `clientExclude` fields.
+    fn client_reply(&self, rec: &crate::registry::SessionRecord, mut v: Value) -> Value {
+        if let Some(o) = v.as_object_mut() {
+            for f in self.client_excluded(rec) {
+                o.remove(&f);
+            }
+        }
         v
     }
 
@@ -615,6 +667,13 @@ impl Api {
             &json!({"message": "Stream termination request is received", "terminated": ids}),
         ))
     }
+}
+
+/// The SSRC the player session `id` receives a publisher payload type as (the engine's
+/// rewriter assigns it), for the `a=ssrc` lines of its SDP.
+fn player_ssrc(id: engine::SessionId) -> impl Fn(u8) -> u32 {
+    let seed = engine::rewrite::player_seed(id);
+    move |pt| engine::rewrite::out_ssrc_for(seed, pt)
 }
 
 fn parse_filter(body: &[u8]) -> Result<Filter, ApiError> {
@@ -785,6 +844,7 @@ impl Server {
             tls_listener = Some((l, tokio_rustls::TlsAcceptor::from(sc)));
         }
         let (tx, rx) = tokio::sync::watch::channel(false);
+        let hooks = crate::hooks::Hooks::new(core.clone(), &cfg.hooks)?;
         let core2 = core.clone();
         let thread = std::thread::Builder::new()
             .name("control".into())
@@ -794,7 +854,6 @@ impl Server {
                     .build()
                     .expect("tokio runtime");
                 rt.block_on(async move {
-                    let hooks = crate::hooks::Hooks::new(core2.clone(), &core2.cfg.hooks);
                     hooks.spawn_background(rx.clone());
                     let api = Arc::new(Api { core: core2, hooks });
                     let listener = TcpListener::from_std(std_listener).expect("listener");
@@ -835,7 +894,7 @@ async fn serve(
         tokio::select! {
             _ = stop.changed() => return,
             acc = listener.accept() => {
-                let (stream, peer) = match acc {
+                let (stream, addr) = match acc {
                     Ok(x) => x,
                     Err(e) => {
                         tracing::warn!(error = %e, "accept failed");
@@ -844,6 +903,8 @@ async fn serve(
                 };
                 let api = api.clone();
                 let tls = tls.clone();
+                let local = stream.local_addr().unwrap_or(addr);
+                let peer = Client { addr, local };
                 tokio::task::spawn(async move {
                     let svc = service_fn(move |req| {
                         let api = api.clone();
@@ -858,7 +919,7 @@ async fn serve(
                             Ok(s) => {
                                 let _ = http.serve_connection(TokioIo::new(s), svc).await;
                             }
-                            Err(e) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                            Err(e) => tracing::debug!(peer = %peer.addr, error = %e, "TLS handshake failed"),
                         },
                     }
                 });

@@ -213,7 +213,14 @@ impl PlayPlan {
 
     /// The answer: the server sends each matched section from `ports[j]`. H264 formats get the
     /// stream's cached parameter sets (`sprop`), as in [`file_sdp`].
-    pub fn answer(&self, server_ip: IpAddr, ports: &[u16], sprop: Option<&str>) -> String {
+    /// `ssrc_of` gives the SSRC the player receives a publisher payload type as (`a=ssrc`).
+    pub fn answer(
+        &self,
+        server_ip: IpAddr,
+        ports: &[u16],
+        sprop: Option<&str>,
+        ssrc_of: impl Fn(u8) -> u32,
+    ) -> String {
         let ipf = match server_ip {
             IpAddr::V4(a) => format!("IN IP4 {a}"),
             IpAddr::V6(a) => format!("IN IP6 {a}"),
@@ -247,6 +254,16 @@ impl PlayPlan {
             ));
             sdp::write_payload_attrs(&mut out, &pts);
             out.push_str(&format!("a=rtcp:{}\r\na=sendonly\r\n", ports[j]));
+            // The rewriter keys SSRCs on the publisher's payload type, mapped from ours.
+            let map = &self.legs[j].pt_map;
+            let ssrcs: Vec<u32> = pts
+                .iter()
+                .map(|p| {
+                    let src = map.iter().find(|(_, to)| *to == p.pt).map_or(p.pt, |m| m.0);
+                    ssrc_of(src)
+                })
+                .collect();
+            sdp::write_ssrcs(&mut out, &ssrcs);
             if let (Some(c), Some(k)) = (&m.crypto, &self.legs[j].srtp_out) {
                 out.push_str(&format!("a=crypto:{}\r\n", k.to_sdes(c.tag)));
             }
@@ -309,6 +326,7 @@ pub fn file_sdp(
     publisher: &[MediaSection],
     legs: &[LegSpec],
     sprop: Option<&str>,
+    ssrc_of: impl Fn(u8) -> u32,
 ) -> Result<String, SdpError> {
     let media: Vec<PlayMedia> = publisher
         .iter()
@@ -320,6 +338,7 @@ pub fn file_sdp(
                     p.fmtp = Some(with_sprop(p.fmtp.as_deref(), sp));
                 }
             }
+            pm.ssrcs = pm.payload_types.iter().map(|p| ssrc_of(p.pt)).collect();
             pm
         })
         .collect();
@@ -490,8 +509,12 @@ mod tests {
             "127.0.0.1".parse().unwrap(),
             &[30000, 30002],
             Some("Z0IA,aM4="),
+            |pt| 1000 + pt as u32,
         );
         assert!(ans.contains("m=audio 30000 RTP/AVP 111\r\n"), "{ans}");
+        // SSRCs are named by the publisher's payload type (97 audio, 96 video).
+        assert!(ans.contains("a=ssrc:1097 cname:mediaserver\r\n"), "{ans}");
+        assert!(ans.contains("a=ssrc:1096 cname:mediaserver\r\n"), "{ans}");
         assert!(ans.contains("m=video 30002 RTP/AVP 102\r\n"), "{ans}");
         assert!(ans.contains("a=sendonly"));
         assert!(
@@ -536,8 +559,11 @@ mod tests {
             &publisher,
             &legs,
             Some("Z0IA,aM4="),
+            |pt| 7 * pt as u32,
         )
         .unwrap();
+        assert!(text.contains(&format!("a=ssrc:{} cname:mediaserver\r\n", 7 * 96)));
+        assert!(text.contains(&format!("a=ssrc:{} cname:mediaserver\r\n", 7 * 97)));
         assert!(text.contains("m=video 5000 RTP/SAVP 96"), "{text}");
         assert!(
             text.contains("a=fmtp:96 packetization-mode=1; sprop-parameter-sets=Z0IA,aM4=\r\n"),

@@ -13,25 +13,37 @@ pub enum Role {
     Player,
 }
 
-/// Lifecycle status, as the reference server names it.
+/// Lifecycle status, as the reference server names it. `Paused`, `PlaybackProblem` and
+/// `NotEnoughBandwidth` are WCS statuses this server never reports; they exist so that
+/// filters naming them are valid (and match nothing) as they are on WCS.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Status {
     New,
     Pending,
     Publishing,
     Playing,
+    Paused,
+    /// A publisher that ended normally (its side stopped, or it was terminated).
+    Unpublished,
+    /// A player that ended normally.
     Stopped,
     Failed,
+    PlaybackProblem,
+    NotEnoughBandwidth,
 }
 
 impl Status {
-    pub const ALL: [Status; 6] = [
+    pub const ALL: [Status; 10] = [
         Status::New,
         Status::Pending,
         Status::Publishing,
         Status::Playing,
+        Status::Paused,
+        Status::Unpublished,
         Status::Stopped,
         Status::Failed,
+        Status::PlaybackProblem,
+        Status::NotEnoughBandwidth,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -40,9 +52,18 @@ impl Status {
             Status::Pending => "PENDING",
             Status::Publishing => "PUBLISHING",
             Status::Playing => "PLAYING",
+            Status::Paused => "PAUSED",
+            Status::Unpublished => "UNPUBLISHED",
             Status::Stopped => "STOPPED",
             Status::Failed => "FAILED",
+            Status::PlaybackProblem => "PLAYBACK_PROBLEM",
+            Status::NotEnoughBandwidth => "NOT_ENOUGH_BANDWIDTH",
         }
+    }
+
+    /// Whether a session in this status has ended.
+    pub fn is_final(self) -> bool {
+        matches!(self, Status::Unpublished | Status::Stopped | Status::Failed)
     }
 
     pub fn parse(s: &str) -> Option<Status> {
@@ -62,7 +83,22 @@ pub struct NewSession {
     /// A browser peer connection (WHIP/WHEP) whose offer control already answered; it runs
     /// ICE, DTLS and SRTP on the single leg's socket.
     pub webrtc: Option<Box<crate::webrtc::WebRtcSession>>,
+    /// Publishers: when to fail for lack of media.
+    pub timeouts: Timeouts,
 }
+
+/// Per-session media deadlines; `None` = never. A publisher that misses one fails with
+/// [`RTP_ACTIVITY_INFO`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timeouts {
+    /// A publishing publisher with no media for this long fails.
+    pub rtp_activity: Option<std::time::Duration>,
+    /// A publisher that has not sent its first packet this long after creation fails.
+    pub pending: Option<std::time::Duration>,
+}
+
+/// Info of a publisher failed for lack of media, as the reference server words it.
+pub const RTP_ACTIVITY_INFO: &str = "Failed by RTP activity";
 
 /// Most legs (media sections / sockets) per session.
 pub const MAX_LEGS: usize = 4;
@@ -158,6 +194,8 @@ pub enum Event {
         status: Status,
         info: String,
         remote: Option<SocketAddr>,
+        /// The session's counters when the status changed (final figures on a stop).
+        counters: SessionCounters,
     },
     /// A publisher's H264 parameter sets changed (sent once per change, not per packet).
     ParamSets {

@@ -49,6 +49,16 @@ fn mix(mut x: u32) -> u32 {
     x
 }
 
+/// The rewriting seed of a player session (the shard derives it from the session id).
+pub fn player_seed(id: u64) -> u32 {
+    (id as u32) ^ ((id >> 32) as u32) ^ 0xa5a5_5a5a
+}
+
+/// The SSRC a player with `seed` receives the publisher's payload type `payload_type` as.
+pub fn out_ssrc_for(seed: u32, payload_type: u8) -> u32 {
+    mix(seed ^ (payload_type as u32).wrapping_mul(0x9e37_79b9)).max(1)
+}
+
 impl Rewriter {
     /// `seed` should differ per player (e.g. derived from its session id).
     pub fn new(seed: u32) -> Self {
@@ -94,8 +104,10 @@ impl Rewriter {
             Some(i) => i,
             None => {
                 let i = self.tracks.iter().position(|t| !t.used)?;
-                let salt = self.seed ^ (i as u32).wrapping_mul(0x9e37_79b9);
-                let out_ssrc = mix(salt).max(1);
+                // Salted by payload type, not slot, so control can announce the SSRC in the
+                // player's SDP (`a=ssrc`) before any packet arrives ([`out_ssrc_for`]).
+                let salt = self.seed ^ (payload_type as u32).wrapping_mul(0x9e37_79b9);
+                let out_ssrc = out_ssrc_for(self.seed, payload_type);
                 let first_seq = (mix(salt ^ 0x5555) & 0x7fff) as u16;
                 let first_ts = mix(salt ^ 0xaaaa);
                 self.tracks[i] = Track {

@@ -172,7 +172,13 @@ impl Shard {
         self.counters.bytes_out += out_len;
         let first = !s.active;
         s.active = true;
+        // Counters travel with the first-packet event only (a copy, not per packet).
         let (id, remote) = (s.id, l.peer);
+        let counters = if first {
+            s.counters
+        } else {
+            Default::default()
+        };
         let e = opcode::SendMsg::new(
             types::Fd(l.socket.as_raw_fd()),
             &sl.hdr as *const libc::msghdr,
@@ -186,6 +192,7 @@ impl Shard {
                 status: Status::Playing,
                 info: String::new(),
                 remote,
+                counters,
             });
         }
     }

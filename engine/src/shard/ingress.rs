@@ -2,6 +2,7 @@
 //! parameter-set caching, then fan-out.
 
 use std::net::SocketAddr;
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -153,6 +154,8 @@ impl Shard {
             }
         }
         s.counters.packets_in += 1;
+        // A vDSO clock read per publisher packet (not per player): the media deadline.
+        s.last_media = Instant::now();
         track_loss(s, &h);
         let stream = s.stream;
         if !s.active {
@@ -162,6 +165,7 @@ impl Shard {
                 status: Status::Publishing,
                 info: String::new(),
                 remote: Some(src),
+                counters: s.counters,
             });
         }
         self.fanout_local(stream, &pkt, &h);

@@ -22,9 +22,11 @@ mod ring;
 mod rtc;
 mod rtcp;
 mod session;
+mod timers;
 
 use ring::*;
 use session::*;
+use timers::Timers;
 
 /// Hops taken from one inbound queue per loop turn, so one busy peer cannot starve the rest.
 const HOP_BUDGET: usize = 512;
@@ -82,6 +84,8 @@ pub(crate) struct Shard {
     /// Sessions with a WebRTC peer connection, and the earliest timer among them.
     rtc_sessions: Vec<usize>,
     next_rtc_deadline: Instant,
+    /// Per-session media deadlines.
+    timers: Timers,
     deferred: Vec<(u64, i32, u32)>,
     wake_pending: Vec<bool>,
     next_gen: u32,
@@ -141,6 +145,7 @@ impl Shard {
             rtc_payload: None,
             rtc_sessions: Vec::new(),
             next_rtc_deadline: Instant::now(),
+            timers: Timers::default(),
             deferred: Vec::with_capacity(8192),
             wake_pending: vec![false; n],
             next_gen: 1,
@@ -156,6 +161,7 @@ impl Shard {
         while !self.shutdown {
             let mut work = self.drain_commands();
             work |= self.run_rtc_timers();
+            work |= self.run_timers();
             work |= self.drain_hops();
             work |= self.process_completions();
             self.flush_wakes();
@@ -171,14 +177,21 @@ impl Shard {
                 waker.unpark();
                 continue;
             }
-            let wait = if self.rtc_sessions.is_empty() {
-                idle_wait
-            } else {
-                let d = self
-                    .next_rtc_deadline
-                    .saturating_duration_since(Instant::now())
-                    .min(Duration::from_millis(100));
-                types::Timespec::new().nsec(d.as_nanos().max(1) as u32)
+            // Wake for the earliest of the WebRTC timers and the media deadlines.
+            let next = self
+                .timers
+                .next()
+                .into_iter()
+                .chain((!self.rtc_sessions.is_empty()).then_some(self.next_rtc_deadline))
+                .min();
+            let wait = match next {
+                None => idle_wait,
+                Some(at) => {
+                    let d = at
+                        .saturating_duration_since(Instant::now())
+                        .min(Duration::from_millis(100));
+                    types::Timespec::new().nsec(d.as_nanos().max(1) as u32)
+                }
             };
             let args = types::SubmitArgs::new().timespec(&wait);
             match self.ring.submitter().submit_with_args(1, &args) {

@@ -158,6 +158,7 @@ impl Shard {
                         status: Status::Playing,
                         info: String::new(),
                         remote: rtc.remote_addr(),
+                        counters: s.counters,
                     });
                 }
             }

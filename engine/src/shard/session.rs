@@ -58,6 +58,11 @@ pub(super) struct Session {
     pub(super) rtc_deadline: Instant,
     /// WebRTC publishers: the video payload type (keyframe requests name it).
     pub(super) rtc_video_pt: Option<u8>,
+    /// Publishers: media deadlines (see `timers.rs`), when the session was added and when
+    /// its last media packet arrived.
+    pub(super) timeouts: Timeouts,
+    pub(super) created: Instant,
+    pub(super) last_media: Instant,
 }
 
 impl Session {
@@ -97,7 +102,7 @@ impl Shard {
     pub(super) fn add_session(&mut self, ns: NewSession) {
         let gen = self.next_gen;
         self.next_gen = self.next_gen.wrapping_add(1) & 0xffff;
-        let seed = (ns.id as u32) ^ ((ns.id >> 32) as u32) ^ 0xa5a5_5a5a;
+        let seed = crate::rewrite::player_seed(ns.id);
         let legs: Vec<Leg> = ns
             .legs
             .into_iter()
@@ -152,6 +157,9 @@ impl Shard {
             rtc: ns.webrtc,
             rtc_deadline: Instant::now(),
             rtc_video_pt,
+            timeouts: ns.timeouts,
+            created: Instant::now(),
+            last_media: Instant::now(),
             id: ns.id,
             gen,
             stream: ns.stream,
@@ -192,6 +200,9 @@ impl Shard {
             self.rtc_sessions.push(idx);
             self.next_rtc_deadline = Instant::now();
         }
+        if ns.role == Role::Publisher {
+            self.arm_media_timer(idx);
+        }
         if ns.role == Role::Player {
             // A joining player needs a keyframe to start decoding.
             self.route_keyframe(ns.stream);
@@ -221,7 +232,7 @@ impl Shard {
             return;
         };
         s.closing = true;
-        let (stream, role, gen) = (s.stream, s.role, s.gen);
+        let (stream, role, gen, counters) = (s.stream, s.role, s.gen, s.counters);
         let armed: Vec<usize> = (0..s.legs.len())
             .filter(|&i| s.legs[i].recv_armed)
             .collect();
@@ -240,6 +251,7 @@ impl Shard {
             status,
             info,
             remote,
+            counters,
         });
         if armed.is_empty() {
             self.finalize(idx);
