@@ -13,6 +13,10 @@ pub struct Config {
     /// it too. Empty (the default) = the host name.
     #[serde(default)]
     pub node_id: String,
+    /// Where the server keeps what it writes: `apps.json` (runtime app changes) and, unless
+    /// `https.auto_cert_dir` says otherwise, `tls/` (the generated certificate). Relative
+    /// paths are relative to the working directory.
+    pub data_dir: PathBuf,
     pub http: HttpConfig,
     pub https: HttpsConfig,
     pub media: MediaConfig,
@@ -116,7 +120,9 @@ pub struct HttpsConfig {
     pub cert: Option<PathBuf>,
     #[serde(default)]
     pub key: Option<PathBuf>,
-    pub auto_cert_dir: PathBuf,
+    /// Where a generated self-signed certificate is kept; default `<data_dir>/tls`.
+    #[serde(default)]
+    pub auto_cert_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -211,9 +217,30 @@ impl Config {
         Ok(cfg)
     }
 
-    /// A config for tests: loopback, ephemeral HTTP port, small port range.
+    /// The file runtime app changes are persisted to: `<data_dir>/apps.json`.
+    pub fn apps_state_path(&self) -> PathBuf {
+        self.data_dir.join("apps.json")
+    }
+
+    /// The directory for the generated TLS certificate: `https.auto_cert_dir`, else
+    /// `<data_dir>/tls`.
+    pub fn auto_cert_dir(&self) -> PathBuf {
+        self.https
+            .auto_cert_dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("tls"))
+    }
+
+    /// A config for tests: loopback, ephemeral HTTP port, small port range, and a fresh
+    /// `data_dir` of its own under the temp directory (so tests never share app state).
     pub fn for_tests(shards: usize) -> Config {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
         let mut c = Config::load(None).expect("default config");
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        c.data_dir =
+            std::env::temp_dir().join(format!("mediaserver-test-{}-{n}", std::process::id()));
+        // A leftover from an earlier process with the same pid must not leak in.
+        let _ = std::fs::remove_dir_all(&c.data_dir);
         c.http.listen = "127.0.0.1:0".parse().unwrap();
         c.media.bind = "127.0.0.1".parse().unwrap();
         c.media.shards = shards;
@@ -235,6 +262,12 @@ mod tests {
         let c = Config::load(Some("[media]\nshards = 3\n")).unwrap();
         assert_eq!(c.media.shards, 3);
         assert_eq!(c.media.port_min, 20000);
+        assert_eq!(c.auto_cert_dir(), PathBuf::from("data/tls"));
+        assert_eq!(c.apps_state_path(), PathBuf::from("data/apps.json"));
+        let c = Config::load(Some("data_dir = \"/var/lib/ms\"\n")).unwrap();
+        assert_eq!(c.auto_cert_dir(), PathBuf::from("/var/lib/ms/tls"));
+        let c = Config::load(Some("data_dir = \"/d\"\n[https]\nauto_cert_dir = \"/c\"\n")).unwrap();
+        assert_eq!(c.auto_cert_dir(), PathBuf::from("/c"));
         assert!(Config::load(Some("[media]\nbogus = 1\n"))
             .unwrap_err()
             .contains("bogus"));

@@ -124,6 +124,9 @@ pub fn now_ms() -> u64 {
 pub struct Core {
     pub cfg: Config,
     pub apps: Mutex<Apps>,
+    /// Held across an admin change to the apps and its write to the state file, so changes
+    /// are persisted in the order they are applied (the `apps` lock is not held during I/O).
+    apps_write: Mutex<()>,
     /// The DTLS certificate and codec preferences all WebRTC sessions share.
     webrtc: WebRtcConfig,
     engine: Engine,
@@ -135,6 +138,15 @@ pub struct Core {
     stopping: Mutex<HashMap<SessionId, SessionRecord>>,
     rr: AtomicUsize,
     listeners: Mutex<Vec<Listener>>,
+}
+
+/// Why an admin change to the apps was refused.
+#[derive(Debug)]
+pub enum AppsEditError {
+    /// The change itself is wrong (unknown app, bad URL or method, ...).
+    Invalid(String),
+    /// The state file could not be written; nothing changed.
+    Persist(String),
 }
 
 /// Receives status changes; returns false to unsubscribe.
@@ -178,7 +190,9 @@ fn counters_of(c: &engine::SessionCounters) -> Counters {
 
 impl Core {
     pub fn start(cfg: Config) -> std::io::Result<Arc<Core>> {
-        let apps = Apps::from_config(&cfg.apps).map_err(std::io::Error::other)?;
+        // `[[apps]]` overlaid with the runtime state file; see `apps::effective` for the rule.
+        let apps = crate::apps::effective(&cfg.apps, &cfg.apps_state_path())
+            .map_err(std::io::Error::other)?;
         let engine = Engine::start(EngineConfig {
             shards: cfg.media.shards,
             pin: cfg.media.pin_cores,
@@ -188,6 +202,7 @@ impl Core {
         let webrtc = WebRtcConfig::new().map_err(std::io::Error::other)?;
         let core = Arc::new(Core {
             apps: Mutex::new(apps),
+            apps_write: Mutex::new(()),
             reg: Mutex::new(Registry::new(
                 cfg.media.max_sessions,
                 cfg.media.max_players_per_stream,
@@ -210,6 +225,22 @@ impl Core {
             .name("engine-events".into())
             .spawn(move || event_loop(weak, events))?;
         Ok(core)
+    }
+
+    /// Applies an admin change to the apps. The changed set is first written to the state
+    /// file (`<data_dir>/apps.json`) and only then takes effect; when writing fails nothing
+    /// changes and the error names the file.
+    pub fn edit_apps<T>(
+        &self,
+        change: impl FnOnce(&mut Apps) -> Result<T, String>,
+    ) -> Result<T, AppsEditError> {
+        let _order = self.apps_write.lock().unwrap();
+        let mut next = self.apps.lock().unwrap().clone();
+        let out = change(&mut next).map_err(AppsEditError::Invalid)?;
+        crate::apps::save(&next, &self.cfg.apps_state_path())
+            .map_err(|e| AppsEditError::Persist(format!("{e}; the change was not applied")))?;
+        *self.apps.lock().unwrap() = next;
+        Ok(out)
     }
 
     pub fn shard_count(&self) -> usize {

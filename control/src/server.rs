@@ -17,7 +17,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 
 use crate::config::Config;
-use crate::core::{ApiError, Core, CreateRequest};
+use crate::core::{ApiError, AppsEditError, Core, CreateRequest};
 use crate::registry::{Filter, FilterBody};
 
 pub type Resp = Response<Full<Bytes>>;
@@ -86,11 +86,13 @@ struct PlayBody {
     shard: Option<usize>,
 }
 
+#[derive(Clone, Copy)]
 enum AppEdit {
     Add,
     Update,
     AddMethod,
     RemoveMethod,
+    Remove,
 }
 
 #[derive(Deserialize)]
@@ -208,6 +210,9 @@ impl Api {
             (&Method::POST, "/rest-api/admin/apps/remove_rest_method") => {
                 self.apps_edit(&body, AppEdit::RemoveMethod)
             }
+            (&Method::POST, "/rest-api/admin/apps/remove") => {
+                self.apps_edit(&body, AppEdit::Remove)
+            }
             (_, p) if ROUTES.iter().any(|(_, rp)| *rp == p) => Err(ApiError::new(
                 405,
                 format!("method {method} not allowed on {p}"),
@@ -245,21 +250,46 @@ impl Api {
         let need = |f: Option<String>, name: &str| {
             f.ok_or_else(|| ApiError::new(400, format!("field `{name}`: required")))
         };
-        let mut apps = self.core.apps.lock().unwrap();
-        let r = match op {
-            AppEdit::Add => apps.add(&b.key, &b.url.unwrap_or_default()),
-            AppEdit::Update => apps.update_url(&b.key, &need(b.url, "url")?),
-            AppEdit::AddMethod => apps.add_method(&b.key, &need(b.method, "method")?),
-            AppEdit::RemoveMethod => apps.remove_method(&b.key, &need(b.method, "method")?),
+        let (url, method) = match op {
+            AppEdit::Update => (need(b.url, "url")?, String::new()),
+            AppEdit::AddMethod | AppEdit::RemoveMethod => {
+                (String::new(), need(b.method, "method")?)
+            }
+            AppEdit::Add => (b.url.unwrap_or_default(), String::new()),
+            AppEdit::Remove => (String::new(), String::new()),
         };
+        let key = b.key;
+        let r = self.core.edit_apps(|apps| match op {
+            AppEdit::Add => apps.add(&key, &url),
+            AppEdit::Update => apps.update_url(&key, &url),
+            AppEdit::AddMethod => apps.add_method(&key, &method),
+            AppEdit::RemoveMethod => apps.remove_method(&key, &method),
+            AppEdit::Remove => apps.remove(&key),
+        });
         match r {
             Ok(app) => {
-                tracing::info!(app = %app.key, url = %app.url, methods = ?app.methods, "app changed");
+                if matches!(op, AppEdit::Remove) {
+                    tracing::info!(app = %app.key, "app removed");
+                    if self.core.cfg.apps.iter().any(|a| a.key == app.key) {
+                        tracing::warn!(
+                            app = %app.key,
+                            "removed app is also in the config's [[apps]]: it returns at the next start unless removed there too"
+                        );
+                    }
+                } else {
+                    tracing::info!(app = %app.key, url = %app.url, methods = ?app.methods, "app changed");
+                }
                 Ok(json_resp(200, &json!(app)))
             }
-            Err(e) if e.contains("not found") => Err(ApiError::new(404, e)),
-            Err(e) if e.contains("already exists") => Err(ApiError::new(409, e)),
-            Err(e) => Err(ApiError::new(400, e)),
+            Err(AppsEditError::Persist(e)) => {
+                tracing::error!(app = %key, "{e}");
+                Err(ApiError::new(500, e))
+            }
+            Err(AppsEditError::Invalid(e)) if e.contains("not found") => Err(ApiError::new(404, e)),
+            Err(AppsEditError::Invalid(e)) if e.contains("already exists") => {
+                Err(ApiError::new(409, e))
+            }
+            Err(AppsEditError::Invalid(e)) => Err(ApiError::new(400, e)),
         }
     }
 
@@ -812,6 +842,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/rest-api/admin/apps/update"),
     ("POST", "/rest-api/admin/apps/add_rest_method"),
     ("POST", "/rest-api/admin/apps/remove_rest_method"),
+    ("POST", "/rest-api/admin/apps/remove"),
 ];
 
 /// A running server (engine + REST). Dropping it shuts everything down.
@@ -826,7 +857,7 @@ pub struct Server {
 
 impl Server {
     pub fn start(cfg: Config) -> Result<Server, String> {
-        let core = Core::start(cfg.clone()).map_err(|e| format!("engine start: {e}"))?;
+        let core = Core::start(cfg.clone()).map_err(|e| format!("start: {e}"))?;
         let std_listener = std::net::TcpListener::bind(cfg.http.listen)
             .map_err(|e| format!("http listen on {}: {e}", cfg.http.listen))?;
         std_listener
@@ -836,7 +867,7 @@ impl Server {
         let mut https = None;
         let mut tls_listener = None;
         if cfg.https.enabled {
-            let (sc, cert) = crate::tls::server_config(&cfg.https)?;
+            let (sc, cert) = crate::tls::server_config(&cfg.https, &cfg.auto_cert_dir())?;
             let l = std::net::TcpListener::bind(cfg.https.listen)
                 .map_err(|e| format!("https listen on {}: {e}", cfg.https.listen))?;
             l.set_nonblocking(true).map_err(|e| e.to_string())?;

@@ -1,5 +1,5 @@
 //! TLS for the REST API: the configured certificate, or a self-signed one generated at first
-//! start and kept in `https.auto_cert_dir` so clients can pin it across restarts.
+//! start and kept in `https.auto_cert_dir` (default `<data_dir>/tls`) so clients can pin it across restarts.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -9,11 +9,15 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
 use crate::config::HttpsConfig;
 
-/// Returns the server config and the certificate file in use.
-pub fn server_config(cfg: &HttpsConfig) -> Result<(Arc<rustls::ServerConfig>, PathBuf), String> {
+/// Returns the server config and the certificate file in use; without configured files the
+/// certificate is generated into (or reused from) `auto_cert_dir`.
+pub fn server_config(
+    cfg: &HttpsConfig,
+    auto_cert_dir: &Path,
+) -> Result<(Arc<rustls::ServerConfig>, PathBuf), String> {
     let (cert_path, key_path) = match (&cfg.cert, &cfg.key) {
         (Some(c), Some(k)) => (c.clone(), k.clone()),
-        (None, None) => ensure_self_signed(&cfg.auto_cert_dir)?,
+        (None, None) => ensure_self_signed(auto_cert_dir)?,
         _ => return Err("config: https.cert and https.key must be given together".into()),
     };
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_path)

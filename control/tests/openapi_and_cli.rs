@@ -60,10 +60,10 @@ fn apps_cli_commands() {
         &["add-rest-method", "defaultApp", "StreamKeepAliveEvent"],
     );
     assert!(ok, "{err}");
-    let (ok, _, err) = cli(
-        &base,
-        &["update", "defaultApp", "--url", "http://host/MyAPI"],
-    );
+    let (ok, _, err) = cli(&base, &["update", "defaultApp", "--url", "http://host/Old"]);
+    assert!(ok, "{err}");
+    // The URL may also be given positionally, as the seed writes it.
+    let (ok, _, err) = cli(&base, &["update", "defaultApp", "http://host/MyAPI"]);
     assert!(ok, "{err}");
     let (ok, out, _) = cli(&base, &["show"]);
     assert!(
@@ -73,5 +73,10 @@ fn apps_cli_commands() {
     let (ok, _, err) = cli(&base, &["add-rest-method", "defaultApp", "Nope"]);
     assert!(!ok && err.contains("Nope"), "{err}");
     let (ok, _, err) = cli(&base, &["update", "ghost", "--url", "http://h"]);
-    assert!(!ok && err.contains("404"), "{err}");
+    assert_eq!(
+        (ok, err.as_str()),
+        (false, "error: app `ghost` not found\n")
+    );
+    let (ok, _, err) = cli(&base, &["update", "defaultApp"]);
+    assert!(!ok && err.contains("URL"), "a URL is required: {err}");
 }

@@ -370,7 +370,7 @@ fn https_with_generated_self_signed_certificate() {
     let _ = std::fs::remove_dir_all(&dir);
     let mut cfg = control::Config::for_tests(1);
     cfg.https.enabled = true;
-    cfg.https.auto_cert_dir = dir.clone();
+    cfg.https.auto_cert_dir = Some(dir.clone());
     let srv = start_with(cfg.clone());
     let (addr, cert) = srv.https.clone().expect("https enabled");
     assert!(
