@@ -64,6 +64,8 @@ pub struct CreateRequest {
     pub session_id: String,
     /// Hook settings from the web server's `connect` reply, for this session's later hooks.
     pub rest_client_config: Option<Arc<RestClientConfigs>>,
+    /// The client's SDP (the stream object's `sdp`).
+    pub sdp: Option<String>,
 }
 
 /// Shard-side facts about a live session, from a stats snapshot.
@@ -405,6 +407,7 @@ impl Core {
             width: None,
             height: None,
             rest_client_config: req.rest_client_config.clone(),
+            sdp: req.sdp.clone().or_else(|| req.webrtc_offer.clone()),
         };
         // Registry first, then the shard: an early event then finds its record.
         let topo = self.reg.lock().unwrap().insert(record.clone());
@@ -587,15 +590,19 @@ impl Core {
     }
 
     /// Stops every session matching `f`. Returns the stopped records.
+    /// Players go first, so those the filter names end with its info rather than
+    /// "Stopped by publisher stop".
     pub fn terminate(&self, f: &Filter, info: &str) -> Vec<SessionRecord> {
-        let ids: Vec<SessionId> = self
+        let mut found: Vec<(bool, SessionId)> = self
             .reg
             .lock()
             .unwrap()
             .find(f)
             .iter()
-            .map(|r| r.id)
+            .map(|r| (r.published, r.id))
             .collect();
+        found.sort();
+        let ids: Vec<SessionId> = found.into_iter().map(|(_, id)| id).collect();
         ids.into_iter()
             .filter_map(|id| self.stop(id, info))
             .collect()

@@ -279,26 +279,7 @@ impl Hooks {
 
     /// Why keep-alives, though enabled, would not be sent for some listed app.
     pub fn keep_alive_warnings(&self) -> Vec<String> {
-        let apps = self.core.apps.lock().unwrap();
-        self.cfg
-            .keep_alive
-            .apps
-            .iter()
-            .filter_map(|k| match apps.get(k) {
-                None => Some(format!(
-                    "hooks.keep_alive.apps names `{k}`, which is not an app: no keep-alives for it"
-                )),
-                Some(a) if !a.methods.contains("StreamKeepAliveEvent") => Some(format!(
-                    "keep-alives are enabled for app `{k}` but it does not enable the \
-                     StreamKeepAliveEvent method: none will be sent until it does \
-                     (`mediaserver cli add app-rest-method {k} StreamKeepAliveEvent`)"
-                )),
-                Some(a) if a.url.is_empty() => Some(format!(
-                    "keep-alives are enabled for app `{k}` but it has no URL: none will be sent until it has one"
-                )),
-                Some(_) => None,
-            })
-            .collect()
+        keep_alive_warnings(&self.core.apps.lock().unwrap(), &self.cfg.keep_alive)
     }
 
     fn on_status(self: &Arc<Self>, c: StatusChange) {
@@ -393,6 +374,31 @@ impl Hooks {
     }
 }
 
+/// Why keep-alives, though enabled, would not be sent for some app `ka.apps` lists.
+pub fn keep_alive_warnings(
+    apps: &crate::apps::Apps,
+    ka: &crate::config::KeepAliveConfig,
+) -> Vec<String> {
+    ka.apps
+        .iter()
+        .filter_map(|k| match apps.get(k) {
+            None => Some(format!(
+                "hooks.keep_alive.apps names `{k}`, which is not an app: no keep-alives for it"
+            )),
+            Some(a) if !a.methods.contains("StreamKeepAliveEvent") => Some(format!(
+                "keep-alives are enabled for app `{k}` but it does not enable the \
+                 StreamKeepAliveEvent method: none will be sent until it does \
+                 (`mediaserver cli add app-rest-method {k} StreamKeepAliveEvent`)"
+            )),
+            Some(a) if a.url.is_empty() => Some(format!(
+                "keep-alives are enabled for app `{k}` but it has no URL: none will be sent \
+                 until it has one"
+            )),
+            Some(_) => None,
+        })
+        .collect()
+}
+
 /// The per-session restClientConfig a web server returned in its `connect` reply, if any.
 /// A malformed one is logged and ignored (the app's settings apply).
 pub fn session_config(reply: &Value) -> Option<Arc<RestClientConfigs>> {
@@ -460,6 +466,24 @@ mod tests {
             &mut obj,
         );
         assert_eq!(obj, json!({"name": "b", "appKey": "x", "hasAudio": false}));
+    }
+
+    #[test]
+    fn keep_alive_warnings_name_the_app_and_the_fix() {
+        let mut apps = crate::apps::Apps::default();
+        apps.add("defaultApp", "http://127.0.0.1:9/MyAPI").unwrap();
+        let ka = crate::config::KeepAliveConfig {
+            enabled: true,
+            interval_ms: 1000,
+            apps: vec!["defaultApp".into(), "ghost".into()],
+        };
+        let w = keep_alive_warnings(&apps, &ka);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("`defaultApp`") && w[0].contains("StreamKeepAliveEvent"));
+        assert!(w[1].contains("`ghost`") && w[1].contains("not an app"));
+        apps.add_method("defaultApp", "StreamKeepAliveEvent")
+            .unwrap();
+        assert_eq!(keep_alive_warnings(&apps, &ka).len(), 1);
     }
 
     #[test]

@@ -50,6 +50,8 @@ pub struct SessionRecord {
     /// Per-method hook settings the web server gave this session in its `connect` reply;
     /// they override the app's for this session's later hooks.
     pub rest_client_config: Option<std::sync::Arc<RestClientConfigs>>,
+    /// The SDP the client signalled the session with (publish/play offer, WHIP/WHEP offer).
+    pub sdp: Option<String>,
 }
 
 /// restClientConfig by hook method name.
@@ -113,6 +115,7 @@ impl SessionRecord {
             width: None,
             height: None,
             rest_client_config: None,
+            sdp: None,
         }
     }
 
@@ -158,6 +161,9 @@ impl SessionRecord {
             "bytesOut": c.bytes_out,
             "lost": c.lost,
         });
+        if let Some(s) = &self.sdp {
+            v["sdp"] = json!(s);
+        }
         if let (Some(w), Some(h)) = (self.width, self.height) {
             v["width"] = json!(w);
             v["height"] = json!(h);

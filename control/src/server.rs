@@ -311,6 +311,7 @@ impl Api {
             has_video: b.has_video.unwrap_or(false),
             audio_codec: b.audio_codec,
             video_codec: b.video_codec,
+            sdp: b.sdp.clone(),
             ..Default::default()
         };
         if let Some(p) = &plan {
@@ -349,6 +350,7 @@ impl Api {
         };
         let plan = match (b.sdp, b.host, b.port) {
             (Some(sdp), None, None) => {
+                req.sdp = Some(sdp.clone());
                 let media = self.stream_media(&req.name)?;
                 let plan = crate::signal::PlayPlan::new(&sdp, &media)
                     .map_err(|e| ApiError::new(400, format!("field `sdp`: {e}")))?;

@@ -250,3 +250,147 @@ impl Drop for HookServer {
         }
     }
 }
+
+/// A web server over HTTPS whose certificate chains to a private CA made for the test (as an
+/// operator's internal web server would): proves hooks reach HTTPS with `hooks.ca_file`.
+pub struct HttpsHookServer {
+    pub url: String,
+    /// The private CA's certificate, PEM (what `hooks.ca_file` points at).
+    pub ca_pem: String,
+    pub calls: std::sync::Arc<std::sync::Mutex<Vec<HookCall>>>,
+    addr: SocketAddr,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl HttpsHookServer {
+    pub fn start(
+        respond: impl Fn(&str, &Value) -> (u16, Value) + Send + Sync + 'static,
+    ) -> HttpsHookServer {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+        let ca_key = rcgen::KeyPair::generate().unwrap();
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "mediaserver test private CA");
+        let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+        let leaf_key = rcgen::KeyPair::generate().unwrap();
+        let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+            .unwrap()
+            .signed_by(&leaf_key, &ca)
+            .unwrap();
+        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+        let sc = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                vec![CertificateDer::from(leaf.der().to_vec())],
+                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
+            )
+            .unwrap();
+        let sc = std::sync::Arc::new(sc);
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let calls = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (c2, s2) = (calls.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                if s2.load(std::sync::atomic::Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(tcp) = conn else { continue };
+                let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
+                let tls = rustls::ServerConnection::new(sc.clone()).unwrap();
+                let mut s = rustls::StreamOwned::new(tls, tcp);
+                if let Some((path, body)) = read_http_request(&mut s) {
+                    let method = path.rsplit('/').next().unwrap_or("").to_string();
+                    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    let (status, reply) = respond(&method, &body);
+                    c2.lock().unwrap().push(HookCall {
+                        method,
+                        path,
+                        body,
+                        signature: None,
+                    });
+                    let text = reply.to_string();
+                    let head = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Type: application/json\r\n\
+                         Content-Length: {}\r\nConnection: close\r\n\r\n",
+                        text.len()
+                    );
+                    use std::io::Write;
+                    let _ = s.write_all(head.as_bytes());
+                    let _ = s.write_all(text.as_bytes());
+                    s.conn.send_close_notify();
+                    let _ = s.flush();
+                }
+            }
+        });
+        HttpsHookServer {
+            url: format!("https://{addr}/MyAPI"),
+            ca_pem: ca.pem(),
+            calls,
+            addr,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn calls_of(&self, method: &str) -> Vec<HookCall> {
+        self.calls
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|c| c.method == method)
+            .cloned()
+            .collect()
+    }
+}
+
+impl Drop for HttpsHookServer {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let _ = std::net::TcpStream::connect(self.addr);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Reads one HTTP/1.1 request: (path, body by Content-Length).
+fn read_http_request(s: &mut impl std::io::Read) -> Option<(String, Vec<u8>)> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let path = head.split_whitespace().nth(1)?.to_string();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < len {
+        let n = s.read(&mut chunk).ok()?;
+        if n == 0 {
+            break;
+        }
+        body.extend_from_slice(&chunk[..n]);
+    }
+    Some((path, body))
+}

@@ -135,7 +135,10 @@ fn same_shard_and_cross_shard_players_and_late_join() {
 
 #[test]
 fn publisher_restart_keeps_player_sequence_continuous() {
-    let srv = start(2);
+    // Players outlive their publisher here (opt-in; by default they stop with it).
+    let mut cfg = control::Config::for_tests(2);
+    cfg.media.players_outlive_publisher = true;
+    let srv = start_with(cfg);
     let base = srv.base_url();
     let (pid, media, pub_shard) = publish(&base, "r");
     let player = Player::join(&base, "r", Some(1 - pub_shard));

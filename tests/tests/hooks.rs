@@ -58,11 +58,14 @@ fn keepalive_403_for_publisher_stops_only_the_publisher_and_it_can_publish_again
             (200, json!({}))
         }
     });
-    let srv = start_with(config(
+    let mut cfg = config(
         &hook.url,
         &["StreamKeepAliveEvent", "StreamStatusEvent"],
         &[],
-    ));
+    );
+    // The player waits for the republish (WCS would stop it with the publisher).
+    cfg.media.players_outlive_publisher = true;
+    let srv = start_with(cfg);
     let base = srv.base_url();
     let events = srv.core.subscribe();
     let (pid, media, _) = publish(&base, "s1");
@@ -77,7 +80,7 @@ fn keepalive_403_for_publisher_stops_only_the_publisher_and_it_can_publish_again
     );
     let stop = events
         .iter()
-        .find(|e| e.record.media_session_id == pid && e.status == engine::Status::Stopped)
+        .find(|e| e.record.media_session_id == pid && e.status == engine::Status::Unpublished)
         .unwrap();
     assert_eq!(stop.info, "Terminated by keep-alive");
     // The player and the other stream stay.
@@ -92,12 +95,12 @@ fn keepalive_403_for_publisher_stops_only_the_publisher_and_it_can_publish_again
     assert!(ka
         .iter()
         .any(|c| c.body["published"] == false && c.body["mediaSessionId"] == pl.id.as_str()));
-    // StreamStatusEvent STOPPED reached the web server with the reason.
+    // StreamStatusEvent UNPUBLISHED (a publisher's normal end) reached the web server.
     assert!(wait_until(T, || hook
         .calls_of("StreamStatusEvent")
         .iter()
         .any(|c| c.body["mediaSessionId"] == pid.as_str()
-            && c.body["status"] == "STOPPED"
+            && c.body["status"] == "UNPUBLISHED"
             && c.body["info"] == "Terminated by keep-alive")));
     // The same name publishes again, survives keep-alives and reaches the same player.
     let (pid2, media2, _) = publish(&base, "s1");

@@ -199,7 +199,10 @@ fn open_fds() -> usize {
 fn terminate_storm_over_2000_streaming_sessions_leaves_exactly_the_rest() {
     const STREAMS: usize = 20;
     const PLAYERS: usize = 99; // 20 x (1 + 99) = 2,000 sessions
-    let srv = start(2);
+                               // Players outlive their publisher here (opt-in; by default they stop with it).
+    let mut cfg = control::Config::for_tests(2);
+    cfg.media.players_outlive_publisher = true;
+    let srv = start_with(cfg);
     let base = srv.base_url();
     let fds_before = open_fds();
     // All players receive on one socket; the server port a packet comes from tells the session.
@@ -376,7 +379,10 @@ fn terminate_storm_over_2000_streaming_sessions_leaves_exactly_the_rest() {
 
 #[test]
 fn a_panic_in_one_session_fails_only_that_session() {
-    let srv = start(2);
+    // Players outlive their publisher here (opt-in; by default they stop with it).
+    let mut cfg = control::Config::for_tests(2);
+    cfg.media.players_outlive_publisher = true;
+    let srv = start_with(cfg);
     let base = srv.base_url();
     let events = srv.core.subscribe();
     let (pid, media, pub_shard) = publish(&base, "p");
