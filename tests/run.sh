@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 need=()
 command -v ffmpeg >/dev/null || need+=(ffmpeg)
+# The cluster tests run a real NATS server (JetStream).
+command -v nats-server >/dev/null || need+=(nats-server)
 if [ ${#need[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${need[*]} (Debian packages) for the end-to-end tests"
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo

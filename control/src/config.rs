@@ -22,6 +22,24 @@ pub struct Config {
     pub media: MediaConfig,
     pub apps: Vec<AppConfig>,
     pub hooks: HooksConfig,
+    pub cluster: ClusterConfig,
+}
+
+/// Origin/edge cluster on NATS (`docs/cluster.md`). Off by default.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    pub enabled: bool,
+    pub nats_url: String,
+    /// The address other nodes send relay media to.
+    pub advertise: IpAddr,
+    /// An edge keeps an upstream this long after its last player leaves.
+    pub linger_ms: u64,
+    /// Heartbeat period, and the silence after which peers declare a node dead.
+    pub heartbeat_ms: u64,
+    pub dead_after_ms: u64,
+    /// Deadline of one NATS call (claim, release, request).
+    pub rpc_timeout_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -2,6 +2,7 @@
 
 pub mod apps;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod core;
 pub mod h264sps;

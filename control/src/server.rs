@@ -131,6 +131,8 @@ pub struct Client {
 pub struct Api {
     pub core: Arc<Core>,
     pub hooks: Arc<crate::hooks::Hooks>,
+    /// The cluster, when `cluster.enabled`.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Api {
@@ -616,8 +618,21 @@ impl Api {
             .as_str()
             .map(str::to_string)
             .or(req.video_codec);
-        req.media_session_id = Some(msid);
-        self.core.create(req)
+        // Cluster: a name has one publisher cluster-wide; claim it before binding anything.
+        let claimed = match (&self.cluster, req.published) {
+            (Some(c), true) => {
+                c.claim(&req.name, &msid).await?;
+                Some(c.clone())
+            }
+            _ => None,
+        };
+        req.media_session_id = Some(msid.clone());
+        let name = req.name.clone();
+        let r = self.core.create(req);
+        if let (Err(_), Some(c)) = (&r, claimed) {
+            c.release(&name, &msid).await;
+        }
+        r
     }
 
     fn session_reply(&self, rec: &crate::registry::SessionRecord) -> Value {
@@ -878,6 +893,12 @@ impl Server {
         }
         let (tx, rx) = tokio::sync::watch::channel(false);
         let hooks = crate::hooks::Hooks::new(core.clone(), &cfg.hooks)?;
+        if cfg.cluster.enabled {
+            cfg.cluster
+                .nats_url
+                .parse::<async_nats::ServerAddr>()
+                .map_err(|e| format!("config: cluster.nats_url `{}`: {e}", cfg.cluster.nats_url))?;
+        }
         let core2 = core.clone();
         let thread = std::thread::Builder::new()
             .name("control".into())
@@ -888,7 +909,29 @@ impl Server {
                     .expect("tokio runtime");
                 rt.block_on(async move {
                     hooks.spawn_background(rx.clone());
-                    let api = Arc::new(Api { core: core2, hooks });
+                    let cluster = if core2.cfg.cluster.enabled {
+                        match crate::cluster::Cluster::start(&core2.cfg.node_id, &core2.cfg.cluster).await {
+                            Ok(c) => {
+                                // Publishers' ends release their directory entries.
+                                let (tx, mut crx) = tokio::sync::mpsc::unbounded_channel();
+                                core2.listen(Box::new(move |ch| tx.send(ch.clone()).is_ok()));
+                                let c2 = c.clone();
+                                tokio::spawn(async move {
+                                    while let Some(ch) = crx.recv().await {
+                                        c2.on_status(&ch);
+                                    }
+                                });
+                                Some(c)
+                            }
+                            Err(e) => {
+                                tracing::error!(error = %e, "cluster start failed; running without it");
+                                None
+                            }
+                        }
+                    } else {
+                        None
+                    };
+                    let api = Arc::new(Api { core: core2, hooks, cluster: cluster.clone() });
                     let listener = TcpListener::from_std(std_listener).expect("listener");
                     tracing::info!(addr = %http_addr, "REST API listening (http)");
                     let tls = tls_listener.map(|(l, acc)| {
@@ -899,6 +942,9 @@ impl Server {
                     serve(listener, None, api, rx).await;
                     if let Some(t) = tls {
                         let _ = t.await;
+                    }
+                    if let Some(c) = cluster {
+                        c.leave().await;
                     }
                 });
             })

@@ -394,3 +394,73 @@ fn read_http_request(s: &mut impl std::io::Read) -> Option<(String, Vec<u8>)> {
     }
     Some((path, body))
 }
+
+/// A real `nats-server` with JetStream on a free loopback port, stopped on drop. Its port
+/// stays the same across [`NatsServer::stop`] / [`NatsServer::restart`].
+pub struct NatsServer {
+    pub port: u16,
+    pub url: String,
+    dir: std::path::PathBuf,
+    child: Option<std::process::Child>,
+}
+
+impl NatsServer {
+    pub fn start() -> NatsServer {
+        let port = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            l.local_addr().unwrap().port()
+        };
+        let dir = std::env::temp_dir().join(format!("nats-test-{}-{port}", std::process::id()));
+        let mut n = NatsServer {
+            port,
+            url: format!("nats://127.0.0.1:{port}"),
+            dir,
+            child: None,
+        };
+        n.restart();
+        n
+    }
+
+    /// Starts (again) on the same port and waits until it accepts connections.
+    pub fn restart(&mut self) {
+        let _ = std::fs::create_dir_all(&self.dir);
+        let child = std::process::Command::new("nats-server")
+            .args([
+                "-js",
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-sd",
+            ])
+            .arg(&self.dir)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("nats-server (apt-get install nats-server; tests/run.sh does)");
+        self.child = Some(child);
+        assert!(
+            wait_until(Duration::from_secs(10), || std::net::TcpStream::connect((
+                "127.0.0.1",
+                self.port
+            ))
+            .is_ok()),
+            "nats-server listening on {}",
+            self.port
+        );
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

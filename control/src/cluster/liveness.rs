@@ -1,0 +1,164 @@
+//! Node liveness: every node publishes a heartbeat on `ms.node.<id>.hb` each
+//! `cluster.heartbeat_ms`; a node silent for `cluster.dead_after_ms` is dead, and its peers
+//! delete its directory entries with revision-checked deletes (several peers racing: one
+//! wins, the rest see "wrong last revision"). NATS 2.9 has no per-key TTL and `max_age`
+//! expiry tells watchers nothing, hence heartbeats on a core subject.
+//!
+//! [`Peers`] is the sans-IO part: who was heard when, and who is dead now.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+
+use super::{directory, names, Cluster};
+
+/// Last heartbeat per peer, measured from when this node last (re)connected: right after a
+/// reconnect nobody has had a chance to be heard, so everyone gets `dead_after` of grace.
+pub struct Peers {
+    me: String,
+    dead_after: Duration,
+    since: Instant,
+    seen: HashMap<String, Instant>,
+}
+
+impl Peers {
+    pub fn new(me: &str, dead_after: Duration) -> Peers {
+        Peers {
+            me: me.to_string(),
+            dead_after,
+            since: Instant::now(),
+            seen: HashMap::new(),
+        }
+    }
+
+    pub fn heard(&mut self, node: &str, now: Instant) {
+        self.seen.insert(node.to_string(), now);
+    }
+
+    /// A (re)connect: start every peer's clock again.
+    pub fn reset(&mut self, now: Instant) {
+        self.since = now;
+        self.seen.clear();
+    }
+
+    /// Whether `node` (named in a directory entry) is dead at `now`. This node never is.
+    pub fn is_dead(&self, node: &str, now: Instant) -> bool {
+        if node == self.me {
+            return false;
+        }
+        let last = self
+            .seen
+            .get(node)
+            .copied()
+            .unwrap_or(self.since)
+            .max(self.since);
+        now.saturating_duration_since(last) > self.dead_after
+    }
+}
+
+fn hb_subject(node: &str) -> String {
+    format!("ms.node.{}.hb", names::encode(node))
+}
+
+/// Starts the heartbeat publisher, the heartbeat listener and the sweep.
+pub fn spawn(c: Arc<Cluster>) {
+    let period = Duration::from_millis(c.cfg.heartbeat_ms.max(50));
+    let hb = c.clone();
+    tokio::spawn(async move {
+        let subject = hb_subject(&hb.node);
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        loop {
+            tick.tick().await;
+            // Skipped while disconnected: no backlog of stale heartbeats on reconnect.
+            if hb.connected() {
+                let _ = tokio::time::timeout(
+                    period,
+                    hb.client.publish(subject.clone(), hb.node.clone().into()),
+                )
+                .await;
+            }
+        }
+    });
+    let l = c.clone();
+    tokio::spawn(async move {
+        loop {
+            match l.client.subscribe("ms.node.*.hb").await {
+                Ok(mut sub) => {
+                    while let Some(m) = sub.next().await {
+                        if let Ok(node) = std::str::from_utf8(&m.payload) {
+                            l.liveness.lock().unwrap().heard(node, Instant::now());
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "heartbeat subscription failed; retrying"),
+            }
+            tokio::time::sleep(period).await;
+        }
+    });
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        let mut was_connected = false;
+        loop {
+            tick.tick().await;
+            let connected = c.connected();
+            if connected && !was_connected {
+                c.liveness.lock().unwrap().reset(Instant::now());
+            }
+            was_connected = connected;
+            if connected {
+                if let Err(e) = sweep(&c).await {
+                    tracing::debug!(error = %e, "directory sweep failed");
+                }
+            }
+        }
+    });
+}
+
+/// Deletes the directory entries of dead nodes.
+async fn sweep(c: &Cluster) -> Result<(), String> {
+    let store = tokio::time::timeout(c.timeout(), c.store())
+        .await
+        .map_err(|_| "timeout".to_string())??;
+    let entries = tokio::time::timeout(c.timeout() * 4, directory::list(&store))
+        .await
+        .map_err(|_| "timeout".to_string())??;
+    let now = Instant::now();
+    for (name, e, rev) in entries {
+        if !c.liveness.lock().unwrap().is_dead(&e.node, now) {
+            continue;
+        }
+        if directory::release(&store, &name, rev).await? {
+            tracing::warn!(stream = %name, node = %e.node, "node silent past cluster.dead_after_ms: its stream removed from the directory");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_after_silence_with_grace_after_reconnect() {
+        let t0 = Instant::now();
+        let d = Duration::from_millis(2000);
+        let mut p = Peers::new("a", d);
+        p.reset(t0);
+        let at = |ms| t0 + Duration::from_millis(ms);
+        // Never heard: grace from the (re)connect.
+        assert!(!p.is_dead("b", at(1900)));
+        assert!(p.is_dead("b", at(2100)));
+        p.heard("b", at(2000));
+        assert!(!p.is_dead("b", at(3900)));
+        assert!(p.is_dead("b", at(4100)));
+        assert!(!p.is_dead("a", at(99_000)), "never itself");
+        // A reconnect restarts every clock.
+        p.reset(at(10_000));
+        assert!(!p.is_dead("b", at(11_000)));
+        assert!(p.is_dead("b", at(12_100)));
+    }
+}
