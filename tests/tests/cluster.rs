@@ -84,22 +84,34 @@ fn a_name_has_one_publisher_cluster_wide() {
     }
 }
 
-/// The server binary, built if this test run did not build it.
-fn server_binary() -> std::path::PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe
-        .parent()
-        .and_then(|d| d.parent())
-        .unwrap()
-        .join("mediaserver");
-    if !bin.exists() {
-        let st = std::process::Command::new(env!("CARGO"))
-            .args(["build", "-p", "control", "--bin", "mediaserver"])
-            .status()
-            .unwrap();
-        assert!(st.success());
+/// Env var naming the config a child process of this test binary runs a server from.
+const CHILD_CONFIG: &str = "CLUSTER_TEST_CHILD_CONFIG";
+
+/// Not a test of its own: when this test binary is re-executed with [`CHILD_CONFIG`] set,
+/// this runs a real server in that separate process (so the test can kill -9 it) until it
+/// is killed. In a normal run it returns at once.
+#[test]
+fn child_server_process() {
+    let Ok(path) = std::env::var(CHILD_CONFIG) else {
+        return;
+    };
+    let text = std::fs::read_to_string(path).unwrap();
+    let cfg = Config::load(Some(&text)).unwrap();
+    let _srv = start_with(cfg);
+    loop {
+        std::thread::sleep(Duration::from_secs(60));
     }
-    bin
+}
+
+/// Starts a server from `conf` in a child process (this test binary re-executed).
+fn spawn_server_process(conf: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "child_server_process", "--nocapture"])
+        .env(CHILD_CONFIG, conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
 }
 
 #[test]
@@ -137,25 +149,27 @@ fn a_nodes_streams_leave_the_directory_on_stop_and_on_crash() {
         ),
     )
     .unwrap();
-    let mut c = std::process::Command::new(server_binary())
-        .args(["run", "--config"])
-        .arg(&conf)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut c = spawn_server_process(&conf);
     let bc = format!("http://127.0.0.1:{port}");
     assert!(wait_until(Duration::from_secs(20), || {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
     }));
     wait_connected(&bc);
     assert_eq!(publish_status(&bc, "crash").0, 200);
+    // Its stream stays its own while it lives (peers hear its heartbeats).
+    std::thread::sleep(Duration::from_millis(2500));
     let (st, v) = publish_status(&bb, "crash");
     assert_eq!(st, 409);
     assert!(v["error"].as_str().unwrap().contains("node-c"));
     c.kill().unwrap();
     let t0 = Instant::now();
     c.wait().unwrap();
+    // Until peers declare it dead, a cluster call names it as not answering, never skips it.
+    let r = ureq::post(&format!("{bb}/rest-api/stream/find_all"))
+        .send_string("{}")
+        .unwrap();
+    assert_eq!(r.header("x-cluster-missing"), Some("node-c"));
+    assert!(r.into_json::<serde_json::Value>().unwrap().is_array());
     assert!(wait_until(Duration::from_secs(6), || publish_status(
         &bb, "crash"
     )
@@ -201,10 +215,108 @@ fn without_nats_local_media_goes_on_and_cluster_calls_get_503() {
     assert!(flows(&p1, 2));
     let p2 = Player::join(&ba, "live", None);
     assert!(flows(&p2, 3));
+    // find answers with this node's sessions and says so.
+    let r = ureq::post(&format!("{ba}/rest-api/stream/find_all"))
+        .send_string("{}")
+        .unwrap();
+    assert_eq!(r.header("x-cluster-scope"), Some("local"));
+    let all: serde_json::Value = r.into_json().unwrap();
+    assert_eq!(all.as_array().unwrap().len(), 3);
     // NATS comes back: claims work again, without a restart.
     nats.restart();
     assert!(wait_until(Duration::from_secs(15), || publish_status(
         &ba, "new"
     )
     .0 == 200));
+}
+
+#[test]
+fn find_and_terminate_act_on_every_node() {
+    let nats = NatsServer::start();
+    let nodes: Vec<control::Server> = ["node-a", "node-b", "node-c"]
+        .iter()
+        .map(|id| node(&nats, id))
+        .collect();
+    let urls: Vec<String> = nodes.iter().map(|n| n.base_url()).collect();
+    for u in &urls {
+        wait_connected(u);
+    }
+    // Every node hears every other before the calls (heartbeats every 500 ms).
+    std::thread::sleep(Duration::from_millis(1200));
+    let (st, v) = publish_status(&urls[0], "s");
+    assert_eq!(st, 200, "{v}");
+    let pa = Player::join(&urls[0], "s", None);
+    // A player on B waiting for the stream (B does not pull yet).
+    let pb = Player::join(&urls[1], "s", None);
+    let (st, v) = publish_status(&urls[1], "other");
+    assert_eq!(st, 200, "{v}");
+    // find_all on C lists every node's sessions, with nodeId.
+    let r = ureq::post(&format!("{}/rest-api/stream/find_all", urls[2]))
+        .send_string("{}")
+        .unwrap();
+    assert_eq!(r.header("x-cluster-missing"), None);
+    let all: serde_json::Value = r.into_json().unwrap();
+    let mut seen: Vec<(String, String)> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["nodeId"].as_str().unwrap().into(),
+                s["mediaSessionId"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(seen.len(), 4, "{all}");
+    assert!(seen.contains(&("node-a".into(), pa.id.clone())));
+    assert!(seen.contains(&("node-b".into(), pb.id.clone())));
+    // find with a filter, sent to C.
+    let hits = find(&urls[2], json!({"name": "s", "published": false}));
+    assert_eq!(hits.len(), 2);
+    // terminate on C stops the players on A and B; media stops at the UDP level.
+    let (st, v) = post(
+        &urls[2],
+        "/rest-api/stream/terminate",
+        json!({"name": "s", "published": false}),
+    );
+    assert_eq!(st, 200, "{v}");
+    let mut ids: Vec<String> = v["terminated"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    let mut want = vec![pa.id.clone(), pb.id.clone()];
+    want.sort();
+    assert_eq!(ids, want);
+    assert!(find(&urls[0], json!({"mediaSessionId": pa.id})).is_empty());
+    let media = std::net::SocketAddr::from((
+        [127, 0, 0, 1],
+        find(&urls[0], json!({"name": "s"}))[0]["serverPort"]
+            .as_u64()
+            .unwrap() as u16,
+    ));
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .send_to(&rtp_packet(96, 1, 0, 1, b"x"), media)
+        .unwrap();
+    assert!(pa.recv(1, Duration::from_millis(300)).is_empty());
+    // Nothing matches anywhere: 404, after every node answered.
+    let (st, _) = post(
+        &urls[1],
+        "/rest-api/stream/terminate",
+        json!({"name": "nothing"}),
+    );
+    assert_eq!(st, 404);
+    assert_eq!(
+        post(
+            &urls[1],
+            "/rest-api/stream/find",
+            json!({"name": "nothing"})
+        )
+        .0,
+        404
+    );
 }

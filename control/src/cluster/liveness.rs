@@ -43,6 +43,15 @@ impl Peers {
         self.seen.clear();
     }
 
+    /// Peers heard from and not dead at `now` (this node excluded).
+    pub fn alive(&self, now: Instant) -> Vec<String> {
+        self.seen
+            .keys()
+            .filter(|n| **n != self.me && !self.is_dead(n, now))
+            .cloned()
+            .collect()
+    }
+
     /// Whether `node` (named in a directory entry) is dead at `now`. This node never is.
     pub fn is_dead(&self, node: &str, now: Instant) -> bool {
         if node == self.me {
@@ -62,23 +71,29 @@ fn hb_subject(node: &str) -> String {
     format!("ms.node.{}.hb", names::encode(node))
 }
 
+impl Cluster {
+    /// Says "alive" once. Also sent before every claim, so a node that just connected is
+    /// heard before any peer can see its entries.
+    pub async fn heartbeat(&self) {
+        let _ = self
+            .client
+            .publish(hb_subject(&self.node), self.node.clone().into())
+            .await;
+    }
+}
+
 /// Starts the heartbeat publisher, the heartbeat listener and the sweep.
 pub fn spawn(c: Arc<Cluster>) {
     let period = Duration::from_millis(c.cfg.heartbeat_ms.max(50));
     let hb = c.clone();
     tokio::spawn(async move {
-        let subject = hb_subject(&hb.node);
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
         loop {
             tick.tick().await;
             // Skipped while disconnected: no backlog of stale heartbeats on reconnect.
             if hb.connected() {
-                let _ = tokio::time::timeout(
-                    period,
-                    hb.client.publish(subject.clone(), hb.node.clone().into()),
-                )
-                .await;
+                let _ = tokio::time::timeout(period, hb.heartbeat()).await;
             }
         }
     });
@@ -127,8 +142,10 @@ async fn sweep(c: &Cluster) -> Result<(), String> {
         .await
         .map_err(|_| "timeout".to_string())??;
     let now = Instant::now();
+    let young = directory::now_ms().saturating_sub(c.cfg.dead_after_ms);
     for (name, e, rev) in entries {
-        if !c.liveness.lock().unwrap().is_dead(&e.node, now) {
+        // An entry younger than the dead-after window may belong to a node not heard yet.
+        if e.created > young || !c.liveness.lock().unwrap().is_dead(&e.node, now) {
             continue;
         }
         if directory::release(&store, &name, rev).await? {
@@ -156,6 +173,9 @@ mod tests {
         assert!(!p.is_dead("b", at(3900)));
         assert!(p.is_dead("b", at(4100)));
         assert!(!p.is_dead("a", at(99_000)), "never itself");
+        p.heard("a", at(3000));
+        assert_eq!(p.alive(at(3500)), ["b"]);
+        assert!(p.alive(at(4100)).is_empty());
         // A reconnect restarts every clock.
         p.reset(at(10_000));
         assert!(!p.is_dead("b", at(11_000)));

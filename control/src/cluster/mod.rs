@@ -9,6 +9,7 @@
 pub mod directory;
 pub mod liveness;
 pub mod names;
+pub mod rpc;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -135,6 +136,7 @@ impl Cluster {
         let what = format!("cannot claim stream `{name}`");
         let r = self
             .bounded(&what, async {
+                self.heartbeat().await;
                 let store = self.store().await?;
                 directory::claim(&store, name, &self.node, msid).await
             })
