@@ -39,7 +39,7 @@ RELAY_THREADS=${RELAY_THREADS:-$(nproc)}
 OUT=${OUT:-target/fanout-bench}
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 SERVER_BIN=${SERVER_BIN:-$TARGET_DIR/release/mediaserver}
-SERVER_ARGS=${SERVER_ARGS:-run}
+SERVER_ARGS=${SERVER_ARGS:-run --config $OUT/bench.toml}
 HTTP=${HTTP:-127.0.0.1:8081}
 # Local ports, outside the server's default media range (20000-40000).
 RELAY_PORT=${RELAY_PORT:-44000}
@@ -110,6 +110,12 @@ fi
 [[ -x "$LOAD_BIN" ]] || die "$LOAD_BIN missing (build failed or SKIP_BUILD=1 without a build)"
 [[ -x "$SERVER_BIN" ]] || die "server binary $SERVER_BIN not found: build \`mediaserver\` first or set SERVER_BIN"
 mkdir -p "$OUT"
+# The load tool creates every player before its publishers send, which can take longer than
+# the default 30 s pending deadline at 10,000 sessions: no pending deadline while benchmarking.
+cat >"$OUT/bench.toml" <<'TOML'
+[media]
+pending_timeout_ms = 0
+TOML
 
 LOAD_ARGS=(--publishers "$PUBLISHERS" --players "$PLAYERS" --pps "$PPS" --size "$SIZE"
     --duration "$DURATION" --recv-threads "$RECV_THREADS"

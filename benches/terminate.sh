@@ -54,10 +54,16 @@ if [[ "$SKIP_BUILD" != 1 ]]; then
 fi
 [[ -x "$LOAD_BIN" && -x "$SERVER_BIN" ]] || die "binaries missing ($LOAD_BIN, $SERVER_BIN)"
 mkdir -p "$OUT"
+# The load tool creates every player before its publishers send, which can take longer than
+# the default 30 s pending deadline at 10,000 sessions: no pending deadline while benchmarking.
+cat >"$OUT/bench.toml" <<'TOML'
+[media]
+pending_timeout_ms = 0
+TOML
 
 for round in $(seq "$REPEAT"); do
     tcp_open "$HTTP" && die "something already listens on $HTTP (another server?)"
-    "$SERVER_BIN" run >"$OUT/server.log" 2>&1 &
+    "$SERVER_BIN" run --config "$OUT/bench.toml" >"$OUT/server.log" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 100); do
         tcp_open "$HTTP" && break
