@@ -263,6 +263,12 @@ impl Config {
         c.media.bind = "127.0.0.1".parse().unwrap();
         c.media.shards = shards;
         c.media.pin_cores = false;
+        // Servers of one test process get disjoint media port windows (8 x 2,500 ports): a
+        // port freed by one test's server is not reused by another's while the first test
+        // still sends to it (a stray packet would latch a plain-RTP publisher there).
+        let window = (n % 8) as u16;
+        c.media.port_min = 20000 + window * 2500;
+        c.media.port_max = c.media.port_min + 2499;
         c.https.enabled = false;
         c.https.listen = "127.0.0.1:0".parse().unwrap();
         c
