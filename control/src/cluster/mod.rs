@@ -9,6 +9,7 @@
 pub mod directory;
 pub mod liveness;
 pub mod names;
+pub mod rest;
 pub mod rpc;
 
 use std::collections::HashMap;
