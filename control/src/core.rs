@@ -256,6 +256,13 @@ impl Core {
         rx
     }
 
+    /// Status changes for a task on the control runtime (hooks, the cluster directory).
+    pub fn subscribe_async(&self) -> tokio::sync::mpsc::UnboundedReceiver<StatusChange> {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        self.listen(Box::new(move |c| tx.send(c.clone()).is_ok()));
+        rx
+    }
+
     /// Registers a status-change callback (called on the engine-events thread; keep it short).
     pub fn listen(&self, l: Listener) {
         self.listeners.lock().unwrap().push(l);

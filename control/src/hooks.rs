@@ -239,9 +239,7 @@ impl Hooks {
 
     /// Starts the status-event and keep-alive tasks on the current runtime.
     pub fn spawn_background(self: &Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<StatusChange>();
-        self.core
-            .listen(Box::new(move |c| tx.send(c.clone()).is_ok()));
+        let mut rx = self.core.subscribe_async();
         let me = self.clone();
         let mut stop1 = stop.clone();
         tokio::spawn(async move {

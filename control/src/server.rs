@@ -930,8 +930,7 @@ impl Server {
                         match crate::cluster::Cluster::start(&core2.cfg.node_id, &core2.cfg.cluster).await {
                             Ok(c) => {
                                 // Publishers' ends release their directory entries.
-                                let (tx, mut crx) = tokio::sync::mpsc::unbounded_channel();
-                                core2.listen(Box::new(move |ch| tx.send(ch.clone()).is_ok()));
+                                let mut crx = core2.subscribe_async();
                                 let c2 = c.clone();
                                 tokio::spawn(async move {
                                     while let Some(ch) = crx.recv().await {

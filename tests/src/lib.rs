@@ -175,6 +175,16 @@ pub struct HookCall {
 
 type Responder = dyn Fn(&str, &Value) -> (u16, Value) + Send + Sync;
 
+fn calls_of(calls: &std::sync::Mutex<Vec<HookCall>>, method: &str) -> Vec<HookCall> {
+    calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| c.method == method)
+        .cloned()
+        .collect()
+}
+
 /// A real HTTP server standing in for the operator's web server.
 pub struct HookServer {
     pub url: String,
@@ -232,13 +242,7 @@ impl HookServer {
 
     /// Calls of `method` so far.
     pub fn calls_of(&self, method: &str) -> Vec<HookCall> {
-        self.calls
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|c| c.method == method)
-            .cloned()
-            .collect()
+        calls_of(&self.calls, method)
     }
 }
 
@@ -340,13 +344,7 @@ impl HttpsHookServer {
     }
 
     pub fn calls_of(&self, method: &str) -> Vec<HookCall> {
-        self.calls
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|c| c.method == method)
-            .cloned()
-            .collect()
+        calls_of(&self.calls, method)
     }
 }
 

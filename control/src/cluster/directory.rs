@@ -63,7 +63,7 @@ pub async fn claim(store: &kv::Store, name: &str, node: &str, msid: &str) -> Res
         created: now_ms(),
     };
     let value = serde_json::to_vec(&e).map_err(|e| e.to_string())?;
-    match store.create(&key, value.into()).await {
+    match store.create(&key, value.clone().into()).await {
         Ok(rev) => Ok(Claim::Won(rev)),
         Err(err) if err.kind() == kv::CreateErrorKind::AlreadyExists => {
             match lookup(store, name).await? {
@@ -71,10 +71,7 @@ pub async fn claim(store: &kv::Store, name: &str, node: &str, msid: &str) -> Res
                 Some((cur, rev)) if cur.node == node && cur.msid == msid => Ok(Claim::Won(rev)),
                 Some((cur, _)) => Ok(Claim::Taken { node: cur.node }),
                 // Deleted between our create and our read: try once more.
-                None => match store
-                    .create(&key, serde_json::to_vec(&e).unwrap().into())
-                    .await
-                {
+                None => match store.create(&key, value.into()).await {
                     Ok(rev) => Ok(Claim::Won(rev)),
                     Err(err) => Err(format!("claim `{name}`: {err}")),
                 },
