@@ -21,6 +21,8 @@ pub struct Peers {
     dead_after: Duration,
     since: Instant,
     seen: HashMap<String, Instant>,
+    /// Heard peers already reported dead by [`Peers::newly_dead`].
+    reported: std::collections::HashSet<String>,
 }
 
 impl Peers {
@@ -30,17 +32,34 @@ impl Peers {
             dead_after,
             since: Instant::now(),
             seen: HashMap::new(),
+            reported: Default::default(),
         }
     }
 
     pub fn heard(&mut self, node: &str, now: Instant) {
         self.seen.insert(node.to_string(), now);
+        self.reported.remove(node);
+    }
+
+    /// Whether a peer heard before has died since the last call (each death reported once):
+    /// what makes a directory sweep worth its reads.
+    pub fn newly_dead(&mut self, now: Instant) -> bool {
+        let dead: Vec<String> = self
+            .seen
+            .keys()
+            .filter(|n| !self.reported.contains(*n) && self.is_dead(n, now))
+            .cloned()
+            .collect();
+        let any = !dead.is_empty();
+        self.reported.extend(dead);
+        any
     }
 
     /// A (re)connect: start every peer's clock again.
     pub fn reset(&mut self, now: Instant) {
         self.since = now;
         self.seen.clear();
+        self.reported.clear();
     }
 
     /// Peers heard from and not dead at `now` (this node excluded).
@@ -66,6 +85,9 @@ impl Peers {
         now.saturating_duration_since(last) > self.dead_after
     }
 }
+
+/// Full directory scans, in units of `dead_after_ms`, when no heard peer died.
+const RESCAN_DEAD_AFTERS: u32 = 10;
 
 fn hb_subject(node: &str) -> String {
     format!("ms.node.{}.hb", names::encode(node))
@@ -116,17 +138,31 @@ pub fn spawn(c: Arc<Cluster>) {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+        // A sweep reads every directory entry, so it runs when a heard peer dies, and
+        // otherwise every RESCAN_DEAD_AFTERS x dead_after (entries of nodes this node never
+        // heard: it started after they died), the first one a grace period after a connect.
+        let dead_after = Duration::from_millis(c.cfg.dead_after_ms);
+        let rescan = dead_after * RESCAN_DEAD_AFTERS;
         let mut was_connected = false;
+        let mut next_full = Instant::now();
         loop {
             tick.tick().await;
             let connected = c.connected();
+            let now = Instant::now();
             if connected && !was_connected {
-                c.liveness.lock().unwrap().reset(Instant::now());
+                c.liveness.lock().unwrap().reset(now);
+                next_full = now + dead_after + period;
             }
             was_connected = connected;
-            if connected {
+            if !connected {
+                continue;
+            }
+            let died = c.liveness.lock().unwrap().newly_dead(now);
+            if died || now >= next_full {
+                next_full = now + rescan;
                 if let Err(e) = sweep(&c).await {
                     tracing::debug!(error = %e, "directory sweep failed");
+                    next_full = now + period;
                 }
             }
         }
@@ -176,6 +212,12 @@ mod tests {
         p.heard("a", at(3000));
         assert_eq!(p.alive(at(3500)), ["b"]);
         assert!(p.alive(at(4100)).is_empty());
+        // Each death of a heard peer is reported once; hearing it again re-arms it.
+        assert!(p.newly_dead(at(4100)));
+        assert!(!p.newly_dead(at(4200)));
+        p.heard("b", at(4300));
+        assert!(!p.newly_dead(at(4400)));
+        assert!(p.newly_dead(at(6400)));
         // A reconnect restarts every clock.
         p.reset(at(10_000));
         assert!(!p.is_dead("b", at(11_000)));
