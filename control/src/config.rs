@@ -40,6 +40,12 @@ pub struct ClusterConfig {
     pub dead_after_ms: u64,
     /// Deadline of one NATS call (claim, release, request).
     pub rpc_timeout_ms: u64,
+    /// Deadline of an edge pull, nested pulls through other edges included.
+    pub pull_timeout_ms: u64,
+    /// Relay with SRTP even when the origin stream is plain RTP.
+    pub srtp: bool,
+    /// Nodes to pull through (first alive one), before the origin.
+    pub upstream: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -18,7 +18,8 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::apps::Apps;
 use crate::config::Config;
 use crate::registry::{
-    Counters, CreateError, Filter, Registry, RestClientConfigs, SessionRecord, Topology,
+    Counters, CreateError, Filter, Registry, RelayInfo, RelayMatch, RestClientConfigs,
+    SessionRecord, Topology,
 };
 use crate::sdp::MediaSection;
 use crate::signal::LegSpec;
@@ -66,6 +67,8 @@ pub struct CreateRequest {
     pub rest_client_config: Option<Arc<RestClientConfigs>>,
     /// The client's SDP (the stream object's `sdp`).
     pub sdp: Option<String>,
+    /// A cluster relay half (created by `cluster/relay.rs`, never by a client).
+    pub relay: Option<RelayInfo>,
 }
 
 /// Shard-side facts about a live session, from a stats snapshot.
@@ -415,6 +418,7 @@ impl Core {
             height: None,
             rest_client_config: req.rest_client_config.clone(),
             sdp: req.sdp.clone().or_else(|| req.webrtc_offer.clone()),
+            relay: req.relay.clone(),
         };
         // Registry first, then the shard: an early event then finds its record.
         let topo = self.reg.lock().unwrap().insert(record.clone());
@@ -560,8 +564,14 @@ impl Core {
 
     /// Stops one session (already looked up). Returns its record.
     fn stop(&self, id: SessionId, info: &str) -> Option<SessionRecord> {
+        self.end(id, Status::Stopped, info)
+    }
+
+    /// Ends one session with `status` (STOPPED/UNPUBLISHED, or FAILED when control detected
+    /// the failure, e.g. a cluster relay's origin died). Returns its record.
+    fn end(&self, id: SessionId, status: Status, info: &str) -> Option<SessionRecord> {
         let (mut rec, topo) = self.reg.lock().unwrap().remove(id)?;
-        rec.status = final_status(rec.published, Status::Stopped);
+        rec.status = final_status(rec.published, status);
         rec.info = info.to_string();
         self.stopping.lock().unwrap().insert(id, rec.clone());
         self.engine.send(
@@ -572,28 +582,65 @@ impl Core {
             },
         );
         self.apply_topology(topo);
-        tracing::info!(id = %rec.media_session_id, name = %rec.name, published = rec.published, info, "session stopped");
+        tracing::info!(id = %rec.media_session_id, name = %rec.name, published = rec.published, status = rec.status.as_str(), info, "session stopped");
         if rec.published {
-            self.publisher_ended(&rec.name);
+            self.publisher_ended(&rec);
         }
         Some(rec)
     }
 
-    /// A publisher of `name` ended (any way): its players stop too, unless configured to
-    /// wait for a republish.
-    fn publisher_ended(&self, name: &str) {
-        if self.cfg.media.players_outlive_publisher {
+    /// A publisher ended (any way): its players, relay players toward other nodes included,
+    /// stop too, unless configured to wait for a republish. A cluster relay publisher that
+    /// FAILED (its origin died) fails them with its info, so an edge's players say why.
+    fn publisher_ended(&self, publisher: &SessionRecord) {
+        let relay_failed = publisher.relay.is_some() && publisher.status == Status::Failed;
+        if self.cfg.media.players_outlive_publisher && !relay_failed {
             return;
         }
         let f = Filter {
-            name: Some(name.to_string()),
+            name: Some(publisher.name.clone()),
             published: Some(false),
+            relay: RelayMatch::Any,
             ..Default::default()
         };
-        let n = self.terminate(&f, PUBLISHER_STOP_INFO).len();
+        let (status, info) = if relay_failed {
+            (Status::Failed, publisher.info.as_str())
+        } else {
+            (Status::Stopped, PUBLISHER_STOP_INFO)
+        };
+        let ids: Vec<SessionId> = self
+            .reg
+            .lock()
+            .unwrap()
+            .find(&f)
+            .iter()
+            .map(|r| r.id)
+            .collect();
+        let n = ids
+            .into_iter()
+            .filter_map(|id| self.end(id, status, info))
+            .count();
         if n > 0 {
-            tracing::info!(name, players = n, "publisher ended; its players stopped");
+            tracing::info!(name = %publisher.name, players = n, info, "publisher ended; its players stopped");
         }
+    }
+
+    /// Ends the session `msid` with `status` and `info` (the cluster's relay glue).
+    pub fn end_one(&self, msid: &str, status: Status, info: &str) -> Option<SessionRecord> {
+        let id = self.reg.lock().unwrap().by_media_session_id(msid)?.id;
+        self.end(id, status, info)
+    }
+
+    /// Sets a publisher's H264 parameter sets (a relay publisher learns them from upstream).
+    pub fn set_sprop(&self, id: SessionId, sprop: String) {
+        if let Some(r) = self.reg.lock().unwrap().get_mut(id) {
+            r.sprop.get_or_insert(sprop);
+        }
+    }
+
+    /// Players of stream `name` on this node (relay players included).
+    pub fn player_count(&self, name: &str) -> usize {
+        self.reg.lock().unwrap().player_count(name)
     }
 
     /// Stops every session matching `f`. Returns the stopped records.
@@ -691,7 +738,7 @@ impl Core {
                     tracing::warn!(id = %rec.media_session_id, name = %rec.name, status = rec.status.as_str(), info, "session ended by its shard");
                     self.notify(&rec, rec.status, &info, counters_of(&counters));
                     if rec.published {
-                        self.publisher_ended(&rec.name);
+                        self.publisher_ended(&rec);
                     }
                 }
             }
@@ -717,12 +764,9 @@ impl Core {
                 };
                 let rec = rec.or_else(|| self.stopping.lock().unwrap().get(&id).cloned());
                 if let Some(r) = rec {
-                    // A stop control asked for: the record says how it ended.
-                    let status = if status.is_final() {
-                        final_status(r.published, status)
-                    } else {
-                        status
-                    };
+                    // A stop control asked for: the record says how it ended (STOPPED, or
+                    // FAILED when control failed it).
+                    let status = if status.is_final() { r.status } else { status };
                     tracing::info!(id = %r.media_session_id, name = %r.name, status = status.as_str(), info, "status");
                     self.notify(&r, status, &info, counters_of(&counters));
                 }

@@ -281,6 +281,11 @@ impl Hooks {
     }
 
     fn on_status(self: &Arc<Self>, c: StatusChange) {
+        // Cluster relays are infrastructure: their node's web server hears of the real
+        // sessions only (a keep-alive 403 must not cut a whole edge).
+        if c.record.relay.is_some() {
+            return;
+        }
         if !(matches!(c.status, Status::Publishing | Status::Playing) || c.status.is_final()) {
             return;
         }
@@ -320,7 +325,7 @@ impl Hooks {
             .core
             .find(&Default::default())
             .into_iter()
-            .filter(|r| self.cfg.keep_alive.apps.contains(&r.app_key))
+            .filter(|r| r.relay.is_none() && self.cfg.keep_alive.apps.contains(&r.app_key))
             .collect();
         if all.is_empty() {
             return;

@@ -52,6 +52,20 @@ pub struct SessionRecord {
     pub rest_client_config: Option<std::sync::Arc<RestClientConfigs>>,
     /// The SDP the client signalled the session with (publish/play offer, WHIP/WHEP offer).
     pub sdp: Option<String>,
+    /// Cluster relays (an edge's relay publisher, an upstream node's relay player).
+    pub relay: Option<RelayInfo>,
+}
+
+/// What makes a session a cluster relay: an ordinary session to the engine, told apart only
+/// here (docs/cluster.md, section 2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayInfo {
+    /// Shared by the two halves of one relay (edge publisher, upstream player).
+    pub relay_id: String,
+    /// The node at the other end.
+    pub peer: String,
+    /// The node the stream is published on.
+    pub origin: String,
 }
 
 /// restClientConfig by hook method name.
@@ -116,6 +130,7 @@ impl SessionRecord {
             height: None,
             rest_client_config: None,
             sdp: None,
+            relay: None,
         }
     }
 
@@ -164,6 +179,11 @@ impl SessionRecord {
         if let Some(s) = &self.sdp {
             v["sdp"] = json!(s);
         }
+        if let Some(r) = &self.relay {
+            v["relay"] = json!(true);
+            v["relayPeer"] = json!(r.peer);
+            v["originNode"] = json!(r.origin);
+        }
         if let (Some(w), Some(h)) = (self.width, self.height) {
             v["width"] = json!(w);
             v["height"] = json!(h);
@@ -203,6 +223,8 @@ pub struct FilterBody {
     pub display: Option<Vec<String>>,
     /// Accepted for compatibility (the reference server's session id); matches nothing extra.
     pub app_key: Option<String>,
+    /// Cluster relays: `true` = only relays, `false` = none; absent = see [`RelayMatch`].
+    pub relay: Option<bool>,
 }
 
 /// `published` as the reference server takes it: a boolean or "true"/"false".
@@ -226,6 +248,22 @@ fn lenient_bool<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, 
     }
 }
 
+/// Which cluster relay sessions a filter can match.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum RelayMatch {
+    /// Relays are infrastructure: a filter by name, published, status, sessionId or appKey
+    /// skips them; one naming them by mediaSessionId, or no field at all (find_all,
+    /// `{"all": true}`), matches them.
+    #[default]
+    Default,
+    /// `"relay": true`.
+    Only,
+    /// `"relay": false`.
+    Exclude,
+    /// Relays like any other session (the publisher-ended rule).
+    Any,
+}
+
 /// A validated filter.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Filter {
@@ -237,6 +275,7 @@ pub struct Filter {
     pub app_key: Option<String>,
     pub all: bool,
     pub metrics: bool,
+    pub relay: RelayMatch,
 }
 
 impl Filter {
@@ -285,6 +324,11 @@ impl Filter {
             app_key: b.app_key,
             all: b.all.unwrap_or(false),
             metrics,
+            relay: match b.relay {
+                None => RelayMatch::Default,
+                Some(true) => RelayMatch::Only,
+                Some(false) => RelayMatch::Exclude,
+            },
         })
     }
 
@@ -296,10 +340,20 @@ impl Filter {
             && self.session_id.is_none()
             && self.media_session_ids.is_none()
             && self.app_key.is_none()
+            && matches!(self.relay, RelayMatch::Default | RelayMatch::Any)
     }
 
     pub fn matches(&self, r: &SessionRecord) -> bool {
-        self.name.as_ref().is_none_or(|n| *n == r.name)
+        let relay_ok = match self.relay {
+            RelayMatch::Any => true,
+            RelayMatch::Only => r.relay.is_some(),
+            RelayMatch::Exclude => r.relay.is_none(),
+            RelayMatch::Default => {
+                r.relay.is_none() || self.media_session_ids.is_some() || self.is_empty()
+            }
+        };
+        relay_ok
+            && self.name.as_ref().is_none_or(|n| *n == r.name)
             && self.published.is_none_or(|p| p == r.published)
             && self.status.is_none_or(|s| s == r.status)
             && self.session_id.as_ref().is_none_or(|s| *s == r.session_id)
@@ -487,6 +541,11 @@ impl Registry {
         v
     }
 
+    /// Players of stream `name` (relay players toward other nodes included).
+    pub fn player_count(&self, name: &str) -> usize {
+        self.streams.get(name).map_or(0, |e| e.players.len())
+    }
+
     pub fn per_shard(&self, shards: usize) -> Vec<usize> {
         let mut v = vec![0; shards];
         for r in self.sessions.values() {
@@ -550,6 +609,47 @@ mod tests {
         ] {
             assert_eq!(n(&format!(r#"{{"status":"{s}"}}"#)), 0, "{s}");
         }
+    }
+
+    #[test]
+    fn relays_skipped_unless_asked_for() {
+        let mut reg = Registry::new(100, 100);
+        rec(&mut reg, "s1", true, 0);
+        rec(&mut reg, "s1", false, 0);
+        let (id, stream) = reg.reserve("s1", false).unwrap();
+        let mut r = SessionRecord::new(id, "relay-p", "s1", false, stream);
+        r.status = Status::Playing;
+        r.relay = Some(RelayInfo {
+            relay_id: "r1".into(),
+            peer: "b".into(),
+            origin: "a".into(),
+        });
+        reg.insert(r);
+        let n = |j: &str| reg.find(&filter(j).unwrap()).len();
+        assert_eq!(n("{}"), 3, "find_all lists relays");
+        assert_eq!(n(r#"{"name":"s1"}"#), 2);
+        assert_eq!(n(r#"{"name":"s1","published":false}"#), 1);
+        assert_eq!(n(r#"{"status":"PLAYING"}"#), 1);
+        assert_eq!(n(r#"{"name":"s1","relay":true}"#), 1);
+        assert_eq!(n(r#"{"relay":false}"#), 2);
+        assert_eq!(n(r#"{"mediaSessionId":"relay-p"}"#), 1);
+        assert!(!filter(r#"{"relay":true}"#).unwrap().is_empty());
+        let any = Filter {
+            name: Some("s1".into()),
+            published: Some(false),
+            relay: RelayMatch::Any,
+            ..Default::default()
+        };
+        assert_eq!(reg.find(&any).len(), 2);
+        let j = reg
+            .by_media_session_id("relay-p")
+            .unwrap()
+            .to_json(None, false);
+        assert_eq!(j["relay"], true);
+        assert_eq!(j["relayPeer"], "b");
+        assert_eq!(j["originNode"], "a");
+        assert!(reg.by_media_session_id("m1").unwrap().to_json(None, false)["relay"].is_null());
+        assert_eq!(reg.player_count("s1"), 2);
     }
 
     #[test]

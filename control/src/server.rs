@@ -350,6 +350,7 @@ impl Api {
             shard: b.shard,
             ..Default::default()
         };
+        self.pull(&req.name).await?;
         let plan = match (b.sdp, b.host, b.port) {
             (Some(sdp), None, None) => {
                 req.sdp = Some(sdp.clone());
@@ -428,6 +429,7 @@ impl Api {
         let port = port.ok_or_else(|| {
             ApiError::new(400, "query `port`: required (where the player receives)")
         })?;
+        self.pull(name).await?;
         let media = self.stream_media(name)?;
         let legs = crate::signal::file_legs(&media, host, port, srtp)
             .map_err(|e| ApiError::new(400, e))?;
@@ -482,6 +484,7 @@ impl Api {
         }
         let published = kind == "whip";
         if !published {
+            self.pull(name).await?;
             let p = self
                 .core
                 .publisher_of(name)
@@ -538,6 +541,15 @@ impl Api {
         match self.core.terminate_one(id, info) {
             Some(_) => Ok(json_resp(200, &json!({"terminated": [id]}))),
             None => Err(ApiError::new(404, "Stream not found")),
+        }
+    }
+
+    /// Cluster: a play of a stream this node lacks pulls it from its origin (or the
+    /// configured upstream) first; nothing when the stream is local or the cluster is off.
+    async fn pull(&self, name: &str) -> Result<(), ApiError> {
+        match &self.cluster {
+            Some(c) => c.ensure_local(name).await.map(|_| ()),
+            None => Ok(()),
         }
     }
 
@@ -629,8 +641,11 @@ impl Api {
         req.media_session_id = Some(msid.clone());
         let name = req.name.clone();
         let r = self.core.create(req);
-        if let (Err(_), Some(c)) = (&r, claimed) {
-            c.release(&name, &msid).await;
+        match (&r, claimed) {
+            (Err(_), Some(c)) => c.release(&name, &msid).await,
+            // Edges relay the stream from its directory description.
+            (Ok((rec, _)), Some(c)) => c.describe(rec).await,
+            _ => {}
         }
         r
     }
@@ -927,7 +942,7 @@ impl Server {
                 rt.block_on(async move {
                     hooks.spawn_background(rx.clone());
                     let cluster = if core2.cfg.cluster.enabled {
-                        match crate::cluster::Cluster::start(&core2.cfg.node_id, &core2.cfg.cluster).await {
+                        match crate::cluster::Cluster::start(core2.clone()).await {
                             Ok(c) => {
                                 // Publishers' ends release their directory entries.
                                 let mut crx = core2.subscribe_async();

@@ -28,7 +28,7 @@ pub struct LegSpec {
     pub h264: Vec<u8>,
 }
 
-fn leg_kind(k: MediaKind) -> LegKind {
+pub fn leg_kind(k: MediaKind) -> LegKind {
     match k {
         MediaKind::Audio => LegKind::Audio,
         MediaKind::Video => LegKind::Video,
@@ -344,6 +344,13 @@ pub fn file_sdp(
         .collect();
     let keys: Vec<Option<SrtpKeys>> = legs.iter().map(|l| l.srtp_out.clone()).collect();
     sdp::play_sdp(name, server_ip, &media, Some(&keys))
+}
+
+/// A stream's media sections as an SDP without addresses or keys: the cluster directory's
+/// description, which an edge plans its relay publisher from (as from a publisher's offer).
+pub fn describe_media(name: &str, media: &[MediaSection]) -> Result<String, SdpError> {
+    let pm: Vec<PlayMedia> = media.iter().map(|m| PlayMedia::from_offer(m, 9)).collect();
+    sdp::play_sdp(name, IpAddr::from([0, 0, 0, 0]), &pm, None)
 }
 
 /// An fmtp value with `sprop-parameter-sets` set to `sprop` unless it already has one.

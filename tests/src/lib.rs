@@ -4,6 +4,8 @@
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
 
+pub mod clients;
+
 use control::{Config, Server};
 use serde_json::Value;
 

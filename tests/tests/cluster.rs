@@ -246,7 +246,8 @@ fn find_and_terminate_act_on_every_node() {
     let (st, v) = publish_status(&urls[0], "s");
     assert_eq!(st, 200, "{v}");
     let pa = Player::join(&urls[0], "s", None);
-    // A player on B waiting for the stream (B does not pull yet).
+    // A player on B: B pulls the stream from A (a relay publisher on B, a relay player
+    // on A).
     let pb = Player::join(&urls[1], "s", None);
     let (st, v) = publish_status(&urls[1], "other");
     assert_eq!(st, 200, "{v}");
@@ -268,7 +269,18 @@ fn find_and_terminate_act_on_every_node() {
         })
         .collect();
     seen.sort();
-    assert_eq!(seen.len(), 4, "{all}");
+    assert_eq!(seen.len(), 6, "{all}");
+    let relays: Vec<&serde_json::Value> = all
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["relay"] == true)
+        .collect();
+    assert_eq!(
+        relays.len(),
+        2,
+        "relay publisher on B, relay player on A: {all}"
+    );
     assert!(seen.contains(&("node-a".into(), pa.id.clone())));
     assert!(seen.contains(&("node-b".into(), pb.id.clone())));
     // find with a filter, sent to C.
@@ -319,4 +331,231 @@ fn find_and_terminate_act_on_every_node() {
         .0,
         404
     );
+}
+
+/// A node on its own loopback address 127.0.0.`n` (REST, media and relay address).
+fn node_at(nats: &NatsServer, id: &str, n: u8, f: impl FnOnce(&mut Config)) -> control::Server {
+    let ip = std::net::IpAddr::from([127, 0, 0, n]);
+    let mut cfg = Config::for_tests(1);
+    cfg.node_id = id.into();
+    cfg.http.listen = std::net::SocketAddr::new(ip, 0);
+    cfg.media.bind = ip;
+    cfg.media.public_ip = ip;
+    cfg.cluster.enabled = true;
+    cfg.cluster.nats_url = nats.url.clone();
+    cfg.cluster.advertise = ip;
+    f(&mut cfg);
+    start_with(cfg)
+}
+
+fn status_of(base: &str, id: &str) -> String {
+    find(base, json!({ "mediaSessionId": id }))
+        .first()
+        .map_or(String::new(), |s| s["status"].as_str().unwrap().to_string())
+}
+
+#[test]
+fn a_stream_published_on_one_node_plays_on_every_node() {
+    use tests::clients::*;
+    let nats = NatsServer::start();
+    let a = node_at(&nats, "node-a", 2, |_| {});
+    let b = node_at(&nats, "node-b", 3, |_| {});
+    let c = node_at(&nats, "node-c", 4, |_| {});
+    // D pulls through B (origin -> edge -> edge).
+    let d = node_at(&nats, "node-d", 5, |c| {
+        c.cluster.upstream = vec!["node-b".into()]
+    });
+    let urls: Vec<String> = [&a, &b, &c, &d].iter().map(|n| n.base_url()).collect();
+    for u in &urls {
+        wait_connected(u);
+    }
+    std::thread::sleep(Duration::from_millis(1200));
+    let dir = tmpdir("cluster-pull");
+    let publisher = ffmpeg_publish(&urls[0], [127, 0, 0, 2].into(), &dir, "cam", 20.0);
+    assert!(wait_until(Duration::from_secs(10), || status_of(
+        &urls[0],
+        &publisher.id
+    ) == "PUBLISHING"));
+    // Cold pull on B, then a warm play there; D pulls through B; C serves a WHEP player.
+    let t = Instant::now();
+    let pb1 = FfPlayer::start(&urls[1], &dir, "cam", 4).expect("play on B");
+    eprintln!("cold play on an edge answered in {:?}", t.elapsed());
+    let pb2 = FfPlayer::start(&urls[1], &dir, "cam", 4).expect("second play on B");
+    let pd = FfPlayer::start(&urls[3], &dir, "cam", 4).expect("play on D");
+    let mut wc = WhepPlayer::connect(&urls[2], "cam").expect("WHEP on C");
+    assert!(
+        wc.run_until(Duration::from_secs(10), |p| p.connected
+            && p.video >= 100
+            && p.audio >= 50),
+        "WHEP player on C gets video and audio: connected {} video {} audio {}",
+        wc.connected,
+        wc.video,
+        wc.audio
+    );
+    for (who, p) in [("B", pb1), ("B", pb2), ("D", pd)] {
+        let (v, au) = p.frames(Duration::from_secs(20));
+        eprintln!("player on {who}: {v} video, {au} audio frames");
+        assert!(
+            v >= 40 && au >= 40,
+            "player on {who} decodes: {v} video, {au} audio"
+        );
+    }
+    // find is cluster-wide; `on(node, filter)` keeps that node's part.
+    let on = |n: &str, f: serde_json::Value| -> Vec<serde_json::Value> {
+        find(&urls[0], f)
+            .into_iter()
+            .filter(|s| s["nodeId"] == n)
+            .collect()
+    };
+    // One upstream per edge: A relays to B and C only (D is fed by B), whatever the number
+    // of players there.
+    let on_a = on("node-a", json!({"relay": true}));
+    let mut peers: Vec<&str> = on_a
+        .iter()
+        .map(|s| s["relayPeer"].as_str().unwrap())
+        .collect();
+    peers.sort();
+    assert_eq!(peers, ["node-b", "node-c"], "{on_a:?}");
+    let pub_in = find(&urls[0], json!({"mediaSessionId": publisher.id}))[0]["packetsIn"]
+        .as_u64()
+        .unwrap();
+    for r in &on_a {
+        let out = r["packetsOut"].as_u64().unwrap();
+        assert!(
+            out > 0 && out <= pub_in,
+            "one copy per edge: {out} of {pub_in}"
+        );
+    }
+    let on_d = on("node-d", json!({"relay": true}));
+    assert_eq!(on_d.len(), 1);
+    assert_eq!(on_d[0]["relayPeer"], "node-b");
+    assert_eq!(on_d[0]["originNode"], "node-a");
+    assert_eq!(
+        on("node-b", json!({"relay": true, "published": false})).len(),
+        1
+    );
+    // Name filters skip relays: the publisher and the real players (2 on B, 1 on C, 1 on D).
+    assert_eq!(find(&urls[1], json!({"name": "cam"})).len(), 5);
+    // find_all on B lists every node's sessions with nodeId.
+    let all = find(&urls[1], json!({}));
+    let mut nodes: Vec<&str> = all.iter().map(|s| s["nodeId"].as_str().unwrap()).collect();
+    nodes.sort();
+    nodes.dedup();
+    assert_eq!(nodes, ["node-a", "node-b", "node-c", "node-d"]);
+    // Terminating the publisher through D stops it on A and every player everywhere.
+    let (st, v) = post(
+        &urls[3],
+        "/rest-api/stream/terminate",
+        json!({"name": "cam", "published": true}),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["terminated"], json!([publisher.id]));
+    assert!(
+        wait_until(Duration::from_secs(3), || urls.iter().all(|u| find(
+            u,
+            json!({})
+        )
+        .is_empty())),
+        "every session gone: {:?}",
+        urls.iter().map(|u| find(u, json!({}))).collect::<Vec<_>>()
+    );
+    let before = wc.video;
+    wc.run_until(Duration::from_millis(800), |_| false);
+    let settled = wc.video;
+    wc.run_until(Duration::from_millis(800), |_| false);
+    assert_eq!(
+        wc.video, settled,
+        "media to C's WHEP player stopped (was {before})"
+    );
+    drop(publisher);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn edge_players_fail_within_3s_when_the_origin_dies() {
+    let nats = NatsServer::start();
+    let dir = std::env::temp_dir().join(format!("cluster-origin-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.6:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let conf = dir.join("a.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "node_id = \"node-a\"\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.6:{port}\"\n\
+             [https]\nenabled = false\n[media]\nbind = \"127.0.0.6\"\npublic_ip = \"127.0.0.6\"\n\
+             shards = 1\npin_cores = false\n\
+             [cluster]\nenabled = true\nnats_url = \"{}\"\nadvertise = \"127.0.0.6\"\n",
+            dir.display(),
+            nats.url
+        ),
+    )
+    .unwrap();
+    let mut a = spawn_server_process(&conf);
+    let ba = format!("http://127.0.0.6:{port}");
+    assert!(wait_until(Duration::from_secs(20), || {
+        std::net::TcpStream::connect(("127.0.0.6", port)).is_ok()
+    }));
+    wait_connected(&ba);
+    let b = node_at(&nats, "node-b", 7, |_| {});
+    let c = node_at(&nats, "node-c", 8, |_| {});
+    let (bb, bc) = (b.base_url(), c.base_url());
+    wait_connected(&bb);
+    wait_connected(&bc);
+    std::thread::sleep(Duration::from_millis(1200));
+    let offer = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+        m=video 9 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1\r\n";
+    let (st, v) = post(&ba, "/rest-api/publish", json!({"name": "o", "sdp": offer}));
+    assert_eq!(st, 200, "{v}");
+    let media = std::net::SocketAddr::from(([127, 0, 0, 6], v["port"].as_u64().unwrap() as u16));
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let send = |seq: u16| {
+        sock.send_to(
+            &rtp_packet(96, seq, seq as u32 * 3000, 7, &[0x41; 50]),
+            media,
+        )
+        .unwrap()
+    };
+    let changes_b = b.core.subscribe();
+    let changes_c = c.core.subscribe();
+    let pb = Player::join(&bb, "o", None);
+    let pc = Player::join(&bc, "o", None);
+    for seq in 0..20 {
+        send(seq);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        !pb.recv(5, Duration::from_secs(2)).is_empty(),
+        "B's player gets media"
+    );
+    assert!(
+        !pc.recv(5, Duration::from_secs(2)).is_empty(),
+        "C's player gets media"
+    );
+    a.kill().unwrap();
+    let t0 = Instant::now();
+    a.wait().unwrap();
+    let failed = |rx: &crossbeam_channel::Receiver<control::core::StatusChange>, id: &str| {
+        while let Ok(ch) = rx.recv_timeout(Duration::from_secs(5)) {
+            if ch.record.media_session_id == id && ch.status.is_final() {
+                return Some((ch.status.as_str().to_string(), ch.info, t0.elapsed()));
+            }
+        }
+        None
+    };
+    for (rx, p, who) in [(&changes_b, &pb, "B"), (&changes_c, &pc, "C")] {
+        let (status, info, after) = failed(rx, &p.id).expect("player ended");
+        eprintln!("player on {who}: {status} {info:?} {after:?} after the origin's kill");
+        assert_eq!(status, "FAILED");
+        assert_eq!(info, "Failed by origin loss");
+        assert!(after <= Duration::from_secs(3), "{after:?}");
+    }
+    // A's streams are gone from the directory: the name can be published elsewhere.
+    assert!(wait_until(Duration::from_secs(3), || publish_status(
+        &bb, "o"
+    )
+    .0 == 200));
+    let _ = std::fs::remove_dir_all(dir);
 }

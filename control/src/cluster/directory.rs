@@ -25,6 +25,24 @@ pub struct DirEntry {
     pub msid: String,
     /// Epoch ms of the claim.
     pub created: u64,
+    /// What an edge needs to relay the stream; `None` until the publisher exists (the claim
+    /// comes before the session is created).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaDescription>,
+}
+
+/// The stream's media as edges see it: never the publisher's keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct MediaDescription {
+    /// The media sections as SDP (codecs, payload types, fmtp, in leg order, no `a=crypto`);
+    /// empty when the stream was published without SDP (one leg, codecs unknown).
+    pub sdp: String,
+    /// H264 SPS/PPS (`sprop-parameter-sets`) when known at publish time; the relay reply
+    /// carries the latest.
+    pub sprop: Option<String>,
+    pub srtp: bool,
+    pub webrtc: bool,
+    pub app_key: String,
 }
 
 /// What a claim found.
@@ -61,6 +79,7 @@ pub async fn claim(store: &kv::Store, name: &str, node: &str, msid: &str) -> Res
         node: node.into(),
         msid: msid.into(),
         created: now_ms(),
+        media: None,
     };
     let value = serde_json::to_vec(&e).map_err(|e| e.to_string())?;
     match store.create(&key, value.clone().into()).await {
@@ -78,6 +97,25 @@ pub async fn claim(store: &kv::Store, name: &str, node: &str, msid: &str) -> Res
             }
         }
         Err(err) => Err(format!("claim `{name}`: {err}")),
+    }
+}
+
+/// Adds the media description to our entry (revision-checked: a swept or replaced entry is
+/// left alone). Returns the new revision, or `None` when the entry is no longer ours.
+pub async fn describe(
+    store: &kv::Store,
+    name: &str,
+    entry: &DirEntry,
+    revision: u64,
+) -> Result<Option<u64>, String> {
+    let value = serde_json::to_vec(entry).map_err(|e| e.to_string())?;
+    match store
+        .update(names::encode(name), value.into(), revision)
+        .await
+    {
+        Ok(rev) => Ok(Some(rev)),
+        Err(e) if format!("{e:?}").contains("WrongLastSequence") => Ok(None),
+        Err(e) => Err(format!("describe `{name}`: {e}")),
     }
 }
 

@@ -41,18 +41,17 @@ impl Peers {
         self.reported.remove(node);
     }
 
-    /// Whether a peer heard before has died since the last call (each death reported once):
+    /// The peers heard before that died since the last call (each death reported once):
     /// what makes a directory sweep worth its reads.
-    pub fn newly_dead(&mut self, now: Instant) -> bool {
+    pub fn newly_dead(&mut self, now: Instant) -> Vec<String> {
         let dead: Vec<String> = self
             .seen
             .keys()
             .filter(|n| !self.reported.contains(*n) && self.is_dead(n, now))
             .cloned()
             .collect();
-        let any = !dead.is_empty();
-        self.reported.extend(dead);
-        any
+        self.reported.extend(dead.iter().cloned());
+        dead
     }
 
     /// A (re)connect: start every peer's clock again.
@@ -158,7 +157,10 @@ pub fn spawn(c: Arc<Cluster>) {
                 continue;
             }
             let died = c.liveness.lock().unwrap().newly_dead(now);
-            if died || now >= next_full {
+            if !died.is_empty() {
+                c.nodes_died(&died);
+            }
+            if !died.is_empty() || now >= next_full {
                 next_full = now + rescan;
                 if let Err(e) = sweep(&c).await {
                     tracing::debug!(error = %e, "directory sweep failed");
@@ -213,11 +215,11 @@ mod tests {
         assert_eq!(p.alive(at(3500)), ["b"]);
         assert!(p.alive(at(4100)).is_empty());
         // Each death of a heard peer is reported once; hearing it again re-arms it.
-        assert!(p.newly_dead(at(4100)));
-        assert!(!p.newly_dead(at(4200)));
+        assert_eq!(p.newly_dead(at(4100)), ["b"]);
+        assert!(p.newly_dead(at(4200)).is_empty());
         p.heard("b", at(4300));
-        assert!(!p.newly_dead(at(4400)));
-        assert!(p.newly_dead(at(6400)));
+        assert!(p.newly_dead(at(4400)).is_empty());
+        assert_eq!(p.newly_dead(at(6400)), ["b"]);
         // A reconnect restarts every clock.
         p.reset(at(10_000));
         assert!(!p.is_dead("b", at(11_000)));

@@ -9,6 +9,7 @@
 pub mod directory;
 pub mod liveness;
 pub mod names;
+pub mod relay;
 pub mod rest;
 pub mod rpc;
 
@@ -20,7 +21,8 @@ use async_nats::connection::State;
 use async_nats::jetstream::kv;
 
 use crate::config::ClusterConfig;
-use crate::core::{ApiError, StatusChange};
+use crate::core::{ApiError, Core, StatusChange};
+use crate::registry::SessionRecord;
 use directory::Claim;
 
 pub struct Cluster {
@@ -33,17 +35,22 @@ pub struct Cluster {
     /// Names this node holds: name → (publisher mediaSessionId, revision).
     claims: Mutex<HashMap<String, (String, u64)>>,
     liveness: Mutex<liveness::Peers>,
+    core: Arc<Core>,
+    /// Streams being pulled: concurrent cold plays of one stream wait on one pull.
+    pulls: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
 }
 
 /// 503 naming NATS, for calls that need it while it is away.
-fn nats_down(url: &str, what: &str) -> ApiError {
+pub(crate) fn nats_down(url: &str, what: &str) -> ApiError {
     ApiError::new(503, format!("NATS unavailable ({url}): {what}"))
 }
 
 impl Cluster {
     /// Connects (in the background: the node starts and serves local media without NATS, and
     /// reconnects for ever) and starts the heartbeat and sweep tasks.
-    pub async fn start(node: &str, cfg: &ClusterConfig) -> Result<Arc<Cluster>, String> {
+    pub async fn start(core: Arc<Core>) -> Result<Arc<Cluster>, String> {
+        let node = core.cfg.node_id.as_str();
+        let cfg = &core.cfg.cluster;
         let url = cfg.nats_url.clone();
         let client = async_nats::ConnectOptions::new()
             .name(format!("mediaserver {node}"))
@@ -77,8 +84,11 @@ impl Cluster {
                 node,
                 Duration::from_millis(cfg.dead_after_ms),
             )),
+            pulls: Mutex::new(HashMap::new()),
+            core: core.clone(),
         });
         liveness::spawn(me.clone());
+        relay::spawn(me.clone());
         tracing::info!(node, nats = %cfg.nats_url, "cluster enabled");
         Ok(me)
     }
@@ -189,8 +199,60 @@ impl Cluster {
         }
     }
 
-    /// Releases a publisher's claim when it ends (any way).
+    /// Writes the media description of the publisher just created into its claimed entry,
+    /// so edges can relay it.
+    pub async fn describe(&self, rec: &SessionRecord) {
+        let rev = match self.claims.lock().unwrap().get(&rec.name) {
+            Some((m, rev)) if *m == rec.media_session_id => *rev,
+            _ => return,
+        };
+        let sdp = if rec.media.is_empty() {
+            String::new()
+        } else {
+            crate::signal::describe_media(&rec.name, &rec.media).unwrap_or_default()
+        };
+        let entry = directory::DirEntry {
+            v: 1,
+            node: self.node.clone(),
+            msid: rec.media_session_id.clone(),
+            created: directory::now_ms(),
+            media: Some(directory::MediaDescription {
+                sdp,
+                sprop: rec.sprop.clone(),
+                srtp: rec.srtp,
+                webrtc: rec.webrtc,
+                app_key: rec.app_key.clone(),
+            }),
+        };
+        let r = self
+            .bounded("describe stream", async {
+                let store = self.store().await?;
+                directory::describe(&store, &rec.name, &entry, rev).await
+            })
+            .await;
+        match r {
+            Ok(Some(new)) => {
+                if let Some(c) = self.claims.lock().unwrap().get_mut(&rec.name) {
+                    if c.0 == rec.media_session_id {
+                        c.1 = new;
+                    }
+                }
+            }
+            Ok(None) => {
+                tracing::warn!(name = %rec.name, "directory entry replaced before its description was written")
+            }
+            Err(e) => {
+                tracing::warn!(name = %rec.name, error = %e.message, "could not describe the stream in the directory; edges cannot pull it")
+            }
+        }
+    }
+
+    /// Releases a publisher's claim when it ends (any way); tells a relay's other half.
     pub fn on_status(self: &Arc<Self>, c: &StatusChange) {
+        if c.status.is_final() && c.record.relay.is_some() {
+            self.relay_session_ended(&c.record, c.status, &c.info);
+            return;
+        }
         if c.record.published && c.status.is_final() {
             let me = self.clone();
             let (name, msid) = (c.record.name.clone(), c.record.media_session_id.clone());
@@ -200,6 +262,7 @@ impl Cluster {
 
     /// Graceful stop: this node's entries go at once.
     pub async fn leave(&self) {
+        self.relays_leave().await;
         let claims: Vec<(String, (String, u64))> = self.claims.lock().unwrap().drain().collect();
         for (name, (_, rev)) in claims {
             let _ = self
