@@ -559,3 +559,94 @@ fn edge_players_fail_within_3s_when_the_origin_dies() {
     .0 == 200));
     let _ = std::fs::remove_dir_all(dir);
 }
+
+#[test]
+fn an_srtp_relay_lingers_then_ends_and_a_pull_without_nats_gets_503() {
+    let mut nats = NatsServer::start();
+    let a = node_at(&nats, "node-a", 9, |_| {});
+    // B relays with fresh SDES keys though the origin stream is plain RTP, and keeps an
+    // upstream 600 ms after its last player.
+    let b = node_at(&nats, "node-b", 10, |c| {
+        c.cluster.srtp = true;
+        c.cluster.linger_ms = 600;
+    });
+    let (ba, bb) = (a.base_url(), b.base_url());
+    wait_connected(&ba);
+    wait_connected(&bb);
+    std::thread::sleep(Duration::from_millis(1200));
+    let offer = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+        m=video 9 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1\r\n";
+    for name in ["s1", "s2"] {
+        let (st, v) = post(
+            &ba,
+            "/rest-api/publish",
+            json!({"name": name, "sdp": offer}),
+        );
+        assert_eq!(st, 200, "{v}");
+    }
+    let media = find(&ba, json!({"name": "s1", "published": true}))[0]["serverPort"]
+        .as_u64()
+        .unwrap() as u16;
+    let media = std::net::SocketAddr::from(([127, 0, 0, 9], media));
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let flows = |p: &Player, seq: u16| {
+        p.recv(100, Duration::from_millis(20));
+        for i in 0..3 {
+            sock.send_to(&rtp_packet(96, seq + i, 0, 1, &[0x41; 40]), media)
+                .unwrap();
+        }
+        p.recv(1, Duration::from_millis(800))
+            .first()
+            .map(|r| r.payload.clone())
+    };
+    let p1 = Player::join(&bb, "s1", None);
+    assert_eq!(
+        flows(&p1, 1).as_deref(),
+        Some(&[0x41u8; 40][..]),
+        "decrypted on B"
+    );
+    let relay = find(&ba, json!({"relay": true}))
+        .into_iter()
+        .find(|s| s["nodeId"] == "node-a")
+        .expect("relay player on A");
+    assert_eq!(relay["srtp"], true, "{relay}");
+    assert_eq!(relay["mediaProvider"], "SRTP");
+    // NATS away: B still plays what it has; a play needing a pull gets 503 naming NATS.
+    nats.stop();
+    let p2 = Player::join(&bb, "s1", None);
+    assert!(flows(&p2, 10).is_some(), "local play without NATS");
+    let (st, v) = post(
+        &bb,
+        "/rest-api/play",
+        json!({"name": "s2", "host": "127.0.0.1", "port": 9}),
+    );
+    assert_eq!(st, 503, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("NATS"), "{v}");
+    nats.restart();
+    assert!(wait_until(Duration::from_secs(15), || publish_status(
+        &bb, "probe2"
+    )
+    .0 == 200));
+    // The last player leaves: the relay ends after linger_ms, on both nodes.
+    for p in [&p1, &p2] {
+        post(
+            &bb,
+            "/rest-api/stream/terminate",
+            json!({"mediaSessionId": p.id}),
+        );
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        find(&bb, json!({"relay": true, "name": "s1"})).len(),
+        2,
+        "still lingering"
+    );
+    assert!(
+        wait_until(Duration::from_secs(3), || find(
+            &bb,
+            json!({"relay": true, "name": "s1"})
+        )
+        .is_empty()),
+        "relay gone from B and A after linger_ms"
+    );
+}
