@@ -627,6 +627,12 @@ fn an_srtp_relay_lingers_then_ends_and_a_pull_without_nats_gets_503() {
         &bb, "probe2"
     )
     .0 == 200));
+    // The restarted NATS lost the directory (memory buckets); A claims its names again on
+    // its first liveness tick after reconnecting (every heartbeat_ms).
+    std::thread::sleep(Duration::from_millis(2000));
+    let (st, v) = post(&bb, "/rest-api/publish", json!({"name": "s2"}));
+    assert_eq!(st, 409, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("node-a"), "{v}");
     // The last player leaves: the relay ends after linger_ms, on both nodes.
     for p in [&p1, &p2] {
         post(

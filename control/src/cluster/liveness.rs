@@ -143,18 +143,29 @@ pub fn spawn(c: Arc<Cluster>) {
         let dead_after = Duration::from_millis(c.cfg.dead_after_ms);
         let rescan = dead_after * RESCAN_DEAD_AFTERS;
         let mut was_connected = false;
+        let mut reclaim = false;
         let mut next_full = Instant::now();
         loop {
             tick.tick().await;
             let connected = c.connected();
             let now = Instant::now();
-            if connected && !was_connected {
+            let event = c
+                .connected_event
+                .swap(false, std::sync::atomic::Ordering::SeqCst);
+            if connected && (!was_connected || event) {
                 c.liveness.lock().unwrap().reset(now);
+                // The bucket handle may point at a bucket a NATS restart lost.
+                *c.streams.lock().unwrap() = None;
+                reclaim = true;
                 next_full = now + dead_after + period;
             }
             was_connected = connected;
             if !connected {
                 continue;
+            }
+            // JetStream may take a moment after a NATS restart: retry every tick until done.
+            if reclaim {
+                reclaim = !c.reassert().await;
             }
             let died = c.liveness.lock().unwrap().newly_dead(now);
             if !died.is_empty() {

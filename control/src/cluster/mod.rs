@@ -38,6 +38,9 @@ pub struct Cluster {
     core: Arc<Core>,
     /// Streams being pulled: concurrent cold plays of one stream wait on one pull.
     pulls: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// Set by every NATS `Connected` event (reconnects included), taken by the liveness
+    /// loop: a disconnection shorter than its tick must still trigger the re-claim.
+    pub(crate) connected_event: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// 503 naming NATS, for calls that need it while it is away.
@@ -52,6 +55,8 @@ impl Cluster {
         let node = core.cfg.node_id.as_str();
         let cfg = &core.cfg.cluster;
         let url = cfg.nats_url.clone();
+        let connected_event = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = connected_event.clone();
         let client = async_nats::ConnectOptions::new()
             .name(format!("mediaserver {node}"))
             .retry_on_initial_connect()
@@ -61,9 +66,13 @@ impl Cluster {
             .request_timeout(Some(Duration::from_millis(cfg.rpc_timeout_ms)))
             .event_callback(move |e| {
                 let url = url.clone();
+                let flag = flag.clone();
                 async move {
                     match e {
-                        async_nats::Event::Connected => tracing::info!(%url, "NATS connected"),
+                        async_nats::Event::Connected => {
+                            flag.store(true, std::sync::atomic::Ordering::SeqCst);
+                            tracing::info!(%url, "NATS connected")
+                        }
                         async_nats::Event::Disconnected => {
                             tracing::warn!(%url, "NATS disconnected; reconnecting (cluster calls answer 503 meanwhile)")
                         }
@@ -85,6 +94,7 @@ impl Cluster {
                 Duration::from_millis(cfg.dead_after_ms),
             )),
             pulls: Mutex::new(HashMap::new()),
+            connected_event,
             core: core.clone(),
         });
         liveness::spawn(me.clone());
@@ -258,6 +268,51 @@ impl Cluster {
             let (name, msid) = (c.record.name.clone(), c.record.media_session_id.clone());
             tokio::spawn(async move { me.release(&name, &msid).await });
         }
+    }
+
+    /// After a (re)connect: NATS may have restarted and lost the memory buckets, or a peer
+    /// may have swept this node during a partition, so every local publisher claims its name
+    /// again (its own entry is kept as is). A name another node claimed meanwhile fails the
+    /// local publisher: two live publishers would split the viewers silently.
+    /// Returns false when some name could not be claimed for want of NATS (retry later).
+    pub async fn reassert(&self) -> bool {
+        let mut done = true;
+        let pubs = self.core.find(&crate::registry::Filter {
+            published: Some(true),
+            relay: crate::registry::RelayMatch::Exclude,
+            ..Default::default()
+        });
+        for rec in pubs {
+            let r = self
+                .bounded("re-claim after reconnect", async {
+                    let store = self.store().await?;
+                    directory::claim(&store, &rec.name, &self.node, &rec.media_session_id).await
+                })
+                .await;
+            match r {
+                Ok(Claim::Won(rev)) => {
+                    self.claims
+                        .lock()
+                        .unwrap()
+                        .insert(rec.name.clone(), (rec.media_session_id.clone(), rev));
+                    self.describe(&rec).await;
+                }
+                Ok(Claim::Taken { node }) if node != self.node => {
+                    tracing::warn!(name = %rec.name, %node, "name claimed by another node while NATS was away: failing the local publisher");
+                    self.core.end_one(
+                        &rec.media_session_id,
+                        engine::Status::Failed,
+                        &format!("Failed by name claimed on {node}"),
+                    );
+                }
+                Ok(Claim::Taken { .. }) => {}
+                Err(e) => {
+                    tracing::debug!(name = %rec.name, error = %e.message, "could not re-claim yet");
+                    done = false;
+                }
+            }
+        }
+        done
     }
 
     /// Graceful stop: this node's entries go at once.
