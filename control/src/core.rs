@@ -562,11 +562,6 @@ impl Core {
         }
     }
 
-    /// Stops one session (already looked up). Returns its record.
-    fn stop(&self, id: SessionId, info: &str) -> Option<SessionRecord> {
-        self.end(id, Status::Stopped, info)
-    }
-
     /// Ends one session with `status` (STOPPED/UNPUBLISHED, or FAILED when control detected
     /// the failure, e.g. a cluster relay's origin died). Returns its record.
     fn end(&self, id: SessionId, status: Status, info: &str) -> Option<SessionRecord> {
@@ -608,18 +603,7 @@ impl Core {
         } else {
             (Status::Stopped, PUBLISHER_STOP_INFO)
         };
-        let ids: Vec<SessionId> = self
-            .reg
-            .lock()
-            .unwrap()
-            .find(&f)
-            .iter()
-            .map(|r| r.id)
-            .collect();
-        let n = ids
-            .into_iter()
-            .filter_map(|id| self.end(id, status, info))
-            .count();
+        let n = self.end_matching(&f, status, info).len();
         if n > 0 {
             tracing::info!(name = %publisher.name, players = n, info, "publisher ended; its players stopped");
         }
@@ -647,6 +631,11 @@ impl Core {
     /// Players go first, so those the filter names end with its info rather than
     /// "Stopped by publisher stop".
     pub fn terminate(&self, f: &Filter, info: &str) -> Vec<SessionRecord> {
+        self.end_matching(f, Status::Stopped, info)
+    }
+
+    /// Ends every session matching `f` with `status` and `info`, players first.
+    fn end_matching(&self, f: &Filter, status: Status, info: &str) -> Vec<SessionRecord> {
         let mut found: Vec<(bool, SessionId)> = self
             .reg
             .lock()
@@ -656,16 +645,15 @@ impl Core {
             .map(|r| (r.published, r.id))
             .collect();
         found.sort();
-        let ids: Vec<SessionId> = found.into_iter().map(|(_, id)| id).collect();
-        ids.into_iter()
-            .filter_map(|id| self.stop(id, info))
+        found
+            .into_iter()
+            .filter_map(|(_, id)| self.end(id, status, info))
             .collect()
     }
 
     /// Stops one session by mediaSessionId.
     pub fn terminate_one(&self, msid: &str, info: &str) -> Option<SessionRecord> {
-        let id = self.reg.lock().unwrap().by_media_session_id(msid)?.id;
-        self.stop(id, info)
+        self.end_one(msid, Status::Stopped, info)
     }
 
     pub fn find(&self, f: &Filter) -> Vec<SessionRecord> {

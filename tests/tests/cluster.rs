@@ -114,6 +114,42 @@ fn spawn_server_process(conf: &std::path::Path) -> std::process::Child {
         .unwrap()
 }
 
+/// A real server process (this test binary re-executed, so the test can kill -9 it) on
+/// 127.0.0.`n`, connected to NATS; returns it, its REST base URL and its data directory.
+fn node_process(
+    nats: &NatsServer,
+    id: &str,
+    n: u8,
+) -> (std::process::Child, String, std::path::PathBuf) {
+    let ip = format!("127.0.0.{n}");
+    let dir = std::env::temp_dir().join(format!("cluster-{id}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = {
+        let l = std::net::TcpListener::bind((ip.as_str(), 0)).unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let conf = dir.join("node.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "node_id = \"{id}\"\ndata_dir = \"{}\"\n[http]\nlisten = \"{ip}:{port}\"\n\
+             [https]\nenabled = false\n[media]\nbind = \"{ip}\"\npublic_ip = \"{ip}\"\n\
+             shards = 1\npin_cores = false\n\
+             [cluster]\nenabled = true\nnats_url = \"{}\"\nadvertise = \"{ip}\"\n",
+            dir.display(),
+            nats.url
+        ),
+    )
+    .unwrap();
+    let child = spawn_server_process(&conf);
+    assert!(wait_until(Duration::from_secs(20), || {
+        std::net::TcpStream::connect((ip.as_str(), port)).is_ok()
+    }));
+    let base = format!("http://{ip}:{port}");
+    wait_connected(&base);
+    (child, base, dir)
+}
+
 #[test]
 fn a_nodes_streams_leave_the_directory_on_stop_and_on_crash() {
     let nats = NatsServer::start();
@@ -131,30 +167,7 @@ fn a_nodes_streams_leave_the_directory_on_stop_and_on_crash() {
         assert_eq!(st, 200, "released on graceful stop: {v}");
     }
     // A crash: a real server process, killed with SIGKILL.
-    let dir = std::env::temp_dir().join(format!("cluster-crash-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let conf = dir.join("c.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "node_id = \"node-c\"\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.1:{port}\"\n\
-             [https]\nenabled = false\n[media]\nbind = \"127.0.0.1\"\nshards = 1\npin_cores = false\n\
-             [cluster]\nenabled = true\nnats_url = \"{}\"\n",
-            dir.display(),
-            nats.url
-        ),
-    )
-    .unwrap();
-    let mut c = spawn_server_process(&conf);
-    let bc = format!("http://127.0.0.1:{port}");
-    assert!(wait_until(Duration::from_secs(20), || {
-        std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-    }));
-    wait_connected(&bc);
+    let (mut c, bc, dir) = node_process(&nats, "node-c", 1);
     assert_eq!(publish_status(&bc, "crash").0, 200);
     // Its stream stays its own while it lives (peers hear its heartbeats).
     std::thread::sleep(Duration::from_millis(2500));
@@ -474,31 +487,7 @@ fn a_stream_published_on_one_node_plays_on_every_node() {
 #[test]
 fn edge_players_fail_within_3s_when_the_origin_dies() {
     let nats = NatsServer::start();
-    let dir = std::env::temp_dir().join(format!("cluster-origin-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.6:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
-    let conf = dir.join("a.toml");
-    std::fs::write(
-        &conf,
-        format!(
-            "node_id = \"node-a\"\ndata_dir = \"{}\"\n[http]\nlisten = \"127.0.0.6:{port}\"\n\
-             [https]\nenabled = false\n[media]\nbind = \"127.0.0.6\"\npublic_ip = \"127.0.0.6\"\n\
-             shards = 1\npin_cores = false\n\
-             [cluster]\nenabled = true\nnats_url = \"{}\"\nadvertise = \"127.0.0.6\"\n",
-            dir.display(),
-            nats.url
-        ),
-    )
-    .unwrap();
-    let mut a = spawn_server_process(&conf);
-    let ba = format!("http://127.0.0.6:{port}");
-    assert!(wait_until(Duration::from_secs(20), || {
-        std::net::TcpStream::connect(("127.0.0.6", port)).is_ok()
-    }));
-    wait_connected(&ba);
+    let (mut a, ba, dir) = node_process(&nats, "node-a", 6);
     let b = node_at(&nats, "node-b", 7, |_| {});
     let c = node_at(&nats, "node-c", 8, |_| {});
     let (bb, bc) = (b.base_url(), c.base_url());

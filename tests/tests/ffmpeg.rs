@@ -6,9 +6,10 @@ use std::io::Read;
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
+use tests::clients::wait_or_kill;
 use tests::*;
 
 const KEY: &str = "6M28YdFsS2Q3F9rFXkXjgohFgLb93p/yB1R+I2VD";
@@ -102,19 +103,6 @@ fn run(cmd: &mut Command, limit: Duration) -> bool {
         .spawn()
         .expect("ffmpeg on PATH (apt-get install ffmpeg)");
     wait_or_kill(&mut c, limit).is_some_and(|s| s.success())
-}
-
-fn wait_or_kill(c: &mut Child, limit: Duration) -> Option<std::process::ExitStatus> {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if let Ok(Some(st)) = c.try_wait() {
-            return Some(st);
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = c.kill();
-    let _ = c.wait();
-    None
 }
 
 /// Publishes `name` from a real ffmpeg; returns (mediaSessionId, the ffmpeg process).

@@ -10,8 +10,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
-
 use super::{directory, names, Cluster};
 
 /// Last heartbeat per peer, measured from when this node last (re)connected: right after a
@@ -118,20 +116,9 @@ pub fn spawn(c: Arc<Cluster>) {
             }
         }
     });
-    let l = c.clone();
-    tokio::spawn(async move {
-        loop {
-            match l.client.subscribe("ms.node.*.hb").await {
-                Ok(mut sub) => {
-                    while let Some(m) = sub.next().await {
-                        if let Ok(node) = std::str::from_utf8(&m.payload) {
-                            l.liveness.lock().unwrap().heard(node, Instant::now());
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "heartbeat subscription failed; retrying"),
-            }
-            tokio::time::sleep(period).await;
+    c.on_each("ms.node.*.hb".into(), "heartbeat", period, |me, m| {
+        if let Ok(node) = std::str::from_utf8(&m.payload) {
+            me.liveness.lock().unwrap().heard(node, Instant::now());
         }
     });
     tokio::spawn(async move {

@@ -315,6 +315,32 @@ impl Cluster {
         done
     }
 
+    /// Runs `f` on every message of `subject` for ever, subscribing again (after `retry`)
+    /// when the subscription fails or ends.
+    pub(crate) fn on_each(
+        self: &Arc<Self>,
+        subject: String,
+        what: &'static str,
+        retry: Duration,
+        mut f: impl FnMut(&Arc<Cluster>, async_nats::Message) + Send + 'static,
+    ) {
+        use futures_util::StreamExt;
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                match me.client.subscribe(subject.clone()).await {
+                    Ok(mut sub) => {
+                        while let Some(m) = sub.next().await {
+                            f(&me, m);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "{what} subscription failed; retrying"),
+                }
+                tokio::time::sleep(retry).await;
+            }
+        });
+    }
+
     /// Graceful stop: this node's entries go at once.
     pub async fn leave(&self) {
         self.relays_leave().await;

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use engine::srtp::{SrtpKeys, SrtpProfile};
 use engine::Status;
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::{directory, names, nats_down, Cluster};
@@ -456,16 +455,23 @@ impl Cluster {
             failed: status == Status::Failed,
             info: info.to_string(),
         };
-        let (me, subject) = (self.clone(), ended_subject(&r.peer));
-        tokio::spawn(async move {
-            if let Ok(p) = serde_json::to_vec(&msg) {
-                if me.connected() {
-                    let _ =
-                        tokio::time::timeout(me.timeout(), me.client.publish(subject, p.into()))
-                            .await;
-                }
-            }
-        });
+        let (me, peer) = (self.clone(), r.peer.clone());
+        tokio::spawn(async move { me.tell_ended(&peer, &msg).await });
+    }
+
+    /// Sends `relay.ended` to `peer`, bounded; dropped when NATS is away (the relay's
+    /// other half then ends by its RTP-activity timeout or the peer's liveness).
+    async fn tell_ended(&self, peer: &str, msg: &RelayEnded) {
+        let Ok(p) = serde_json::to_vec(msg) else {
+            return;
+        };
+        if self.connected() {
+            let _ = tokio::time::timeout(
+                self.timeout(),
+                self.client.publish(ended_subject(peer), p.into()),
+            )
+            .await;
+        }
     }
 
     /// Peers declared dead: relays fed by them fail, relays toward them stop.
@@ -492,13 +498,7 @@ impl Cluster {
                 failed: false,
                 info: "Stopped by node shutdown".into(),
             };
-            if let Ok(p) = serde_json::to_vec(&msg) {
-                let _ = tokio::time::timeout(
-                    self.timeout(),
-                    self.client.publish(ended_subject(&x.peer), p.into()),
-                )
-                .await;
-            }
+            self.tell_ended(&x.peer, &msg).await;
         }
     }
 }
@@ -506,49 +506,37 @@ impl Cluster {
 /// Serves relay requests and relay-ended notices addressed to this node, and runs the
 /// linger rule.
 pub fn spawn(c: Arc<Cluster>) {
-    let me = c.clone();
-    tokio::spawn(async move {
-        loop {
-            match me.client.subscribe(relay_subject(&me.node)).await {
-                Ok(mut sub) => {
-                    while let Some(m) = sub.next().await {
-                        let (Some(reply), Ok(req)) = (
-                            m.reply.clone(),
-                            serde_json::from_slice::<RelayRequest>(&m.payload),
-                        ) else {
-                            continue;
-                        };
-                        // A nested pull (this node is an edge too) must not hold up others.
-                        let me = me.clone();
-                        tokio::spawn(async move {
-                            let r = me.relay_player(req).await;
-                            if let Ok(p) = serde_json::to_vec(&r) {
-                                let _ = me.client.publish(reply, p.into()).await;
-                            }
-                        });
-                    }
+    c.on_each(
+        relay_subject(&c.node),
+        "relay",
+        Duration::from_millis(500),
+        |me, m| {
+            let (Some(reply), Ok(req)) = (
+                m.reply.clone(),
+                serde_json::from_slice::<RelayRequest>(&m.payload),
+            ) else {
+                return;
+            };
+            // A nested pull (this node is an edge too) must not hold up others.
+            let me = me.clone();
+            tokio::spawn(async move {
+                let r = me.relay_player(req).await;
+                if let Ok(p) = serde_json::to_vec(&r) {
+                    let _ = me.client.publish(reply, p.into()).await;
                 }
-                Err(e) => tracing::warn!(error = %e, "relay subscription failed; retrying"),
+            });
+        },
+    );
+    c.on_each(
+        ended_subject(&c.node),
+        "relay-ended",
+        Duration::from_millis(500),
+        |me, m| {
+            if let Ok(e) = serde_json::from_slice::<RelayEnded>(&m.payload) {
+                me.on_relay_ended(e);
             }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    });
-    let me = c.clone();
-    tokio::spawn(async move {
-        loop {
-            match me.client.subscribe(ended_subject(&me.node)).await {
-                Ok(mut sub) => {
-                    while let Some(m) = sub.next().await {
-                        if let Ok(e) = serde_json::from_slice::<RelayEnded>(&m.payload) {
-                            me.on_relay_ended(e);
-                        }
-                    }
-                }
-                Err(e) => tracing::warn!(error = %e, "relay-ended subscription failed; retrying"),
-            }
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-    });
+        },
+    );
     tokio::spawn(async move {
         let linger = Duration::from_millis(c.cfg.linger_ms);
         let tick = (linger / 4).clamp(Duration::from_millis(50), Duration::from_millis(1000));
