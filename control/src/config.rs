@@ -192,6 +192,22 @@ pub struct MediaConfig {
 }
 
 /// The host name (the default `node_id`); "localhost" when the system has none.
+/// The part of the media port range that Linux also hands out as ephemeral ports
+/// (`net.ipv4.ip_local_port_range`), if any: the server's own outgoing sockets (hooks,
+/// NATS, clients on the box) can take those ports, and a port a client just freed can
+/// still receive its peer's packets.
+pub fn ephemeral_overlap(port_min: u16, port_max: u16) -> Option<(u16, u16)> {
+    let range = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range").ok()?;
+    let mut it = range.split_whitespace().map(|v| v.parse::<u16>());
+    let (lo, hi) = (it.next()?.ok()?, it.next()?.ok()?);
+    overlap((port_min, port_max), (lo, hi))
+}
+
+fn overlap(a: (u16, u16), b: (u16, u16)) -> Option<(u16, u16)> {
+    let (lo, hi) = (a.0.max(b.0), a.1.min(b.1));
+    (lo <= hi).then_some((lo, hi))
+}
+
 fn hostname() -> String {
     let mut buf = [0u8; 256];
     // SAFETY: the buffer is valid for its length; gethostname NUL-terminates within it.
@@ -269,12 +285,15 @@ impl Config {
         c.media.bind = "127.0.0.1".parse().unwrap();
         c.media.shards = shards;
         c.media.pin_cores = false;
-        // Servers of one test process get disjoint media port windows (8 x 2,500 ports): a
+        // Servers of one test process get disjoint media port windows (8 x 2,800 ports): a
         // port freed by one test's server is not reused by another's while the first test
-        // still sends to it (a stray packet would latch a plain-RTP publisher there).
+        // still sends to it (a stray packet would latch a plain-RTP publisher there). All
+        // windows sit below Linux's ephemeral range (32768-): a test's client socket there
+        // gets a port a server just freed, and a server still sending to it would latch
+        // another test's publisher (seen as a flaky terminate-storm test).
         let window = (n % 8) as u16;
-        c.media.port_min = 20000 + window * 2500;
-        c.media.port_max = c.media.port_min + 2499;
+        c.media.port_min = 10000 + window * 2800;
+        c.media.port_max = c.media.port_min + 2799;
         c.https.enabled = false;
         c.https.listen = "127.0.0.1:0".parse().unwrap();
         c
@@ -291,7 +310,10 @@ mod tests {
         assert_eq!(c.http.listen.port(), 8081);
         let c = Config::load(Some("[media]\nshards = 3\n")).unwrap();
         assert_eq!(c.media.shards, 3);
-        assert_eq!(c.media.port_min, 20000);
+        assert_eq!(c.media.port_min, 10000);
+        // The default range stays below Linux's default ephemeral range (32768-60999).
+        assert_eq!(overlap((c.media.port_min, c.media.port_max), (32768, 60999)), None);
+        assert_eq!(overlap((20000, 40000), (32768, 60999)), Some((32768, 40000)));
         assert_eq!(c.auto_cert_dir(), PathBuf::from("data/tls"));
         assert_eq!(c.apps_state_path(), PathBuf::from("data/apps.json"));
         let c = Config::load(Some("data_dir = \"/var/lib/ms\"\n")).unwrap();

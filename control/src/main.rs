@@ -195,6 +195,15 @@ fn main() {
         } => run_cli(server, token, config, words),
         Cmd::Run { config } => {
             let cfg = load_config(config.as_deref());
+            if let Some((lo, hi)) =
+                control::config::ephemeral_overlap(cfg.media.port_min, cfg.media.port_max)
+            {
+                tracing::warn!(
+                    "media ports {lo}-{hi} are also Linux ephemeral ports \
+                     (net.ipv4.ip_local_port_range): outgoing connections can take them; \
+                     move media.port_min/port_max below the ephemeral range or narrow it"
+                );
+            }
             let server = Server::start(cfg).unwrap_or_else(|e| {
                 eprintln!("error: {e}");
                 std::process::exit(1)
