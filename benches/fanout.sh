@@ -41,7 +41,8 @@ TARGET_DIR=${CARGO_TARGET_DIR:-target}
 SERVER_BIN=${SERVER_BIN:-$TARGET_DIR/release/mediaserver}
 SERVER_ARGS=${SERVER_ARGS:-run --config $OUT/bench.toml}
 HTTP=${HTTP:-127.0.0.1:8081}
-# Local ports, outside the server's default media range (20000-40000).
+# Local ports, outside the server's default media range (10000-32767); bound explicitly, so a
+# port some other socket holds fails the run loudly.
 RELAY_PORT=${RELAY_PORT:-44000}
 PUBLISHER_BASE=${PUBLISHER_BASE:-44100}
 PLAYER_BASE=${PLAYER_BASE:-45000}

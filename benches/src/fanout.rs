@@ -213,27 +213,28 @@ impl Drop for Sessions<'_> {
 /// The drain ends early after this long without a packet.
 pub const QUIET_NS: u64 = 300_000_000;
 
-struct SenderResult {
-    per_publisher: Vec<u64>,
-    bytes: u64,
-    failed: u64,
-    per_interval: Vec<u64>,
-    end_ns: u64,
+pub(crate) struct SenderResult {
+    pub(crate) per_publisher: Vec<u64>,
+    pub(crate) bytes: u64,
+    pub(crate) failed: u64,
+    /// Packets sent per interval since `t0`, by the send stamp they carry.
+    pub(crate) per_interval: Vec<u64>,
+    pub(crate) end_ns: u64,
 }
 
-struct Publisher {
-    sock: UdpSocket,
-    idx: u32,
-    ssrc: u32,
-    seq0: u16,
-    attempted: u64,
-    sent: u64,
+pub(crate) struct Publisher {
+    pub(crate) sock: UdpSocket,
+    pub(crate) idx: u32,
+    pub(crate) ssrc: u32,
+    pub(crate) seq0: u16,
+    pub(crate) attempted: u64,
+    pub(crate) sent: u64,
     /// SRTP mode: the publisher's own key (the one its offer carried).
-    srtp: Option<SrtpContext>,
+    pub(crate) srtp: Option<SrtpContext>,
 }
 
 #[allow(clippy::too_many_arguments)]
-fn sender(
+pub(crate) fn sender(
     mut pubs: Vec<Publisher>,
     pps: u32,
     size: usize,
@@ -340,13 +341,13 @@ struct ReceiverResult {
 
 /// How players timestamp arrivals.
 #[derive(Debug, Clone, Copy)]
-struct ArrivalClock {
+pub(crate) struct ArrivalClock {
     /// `Some(realtime - monotonic)`: use the kernel's receive timestamps.
-    kernel_offset: Option<i64>,
+    pub(crate) kernel_offset: Option<i64>,
 }
 
 impl ArrivalClock {
-    fn arrival(&self, a: &Ancillary, now: u64) -> u64 {
+    pub(crate) fn arrival(&self, a: &Ancillary, now: u64) -> u64 {
         match (self.kernel_offset, a.kernel_time_ns) {
             (Some(off), Some(rt)) => (rt as i64 - off).max(0) as u64,
             _ => now,
@@ -479,7 +480,7 @@ fn receiver(
     })
 }
 
-fn bind_many(ip: IpAddr, base: u16, n: u32, buffer: usize) -> Result<Vec<UdpSocket>> {
+pub(crate) fn bind_many(ip: IpAddr, base: u16, n: u32, buffer: usize) -> Result<Vec<UdpSocket>> {
     (0..n)
         .map(|j| {
             let port = if base == 0 { 0 } else { base + j as u16 };

@@ -11,9 +11,11 @@
 //! - [`rest`]: the server's REST API (publish / play / terminate).
 //! - [`fanout`]: one load run: sessions, paced publishers, receiving players, report.
 //! - [`report`] and [`plot`]: JSON report, human summary, comparison, SVG plot.
+//! - [`cluster`]: `load fanout --cluster`: origin + edges, cold/warm play -> first packet.
 //! - [`terminate`]: terminate -> last packet latency with many sessions.
 
 pub mod clock;
+pub mod cluster;
 pub mod fanout;
 pub mod net;
 pub mod pkt;

@@ -189,6 +189,27 @@ impl Client {
         Ok(())
     }
 
+    /// `POST /rest-api/stream/find` (cluster-wide on a clustered node); nothing found (404)
+    /// is an empty list.
+    pub fn find(&self, filter: serde_json::Value) -> Result<Vec<serde_json::Value>> {
+        let url = format!("{}/rest-api/stream/find", self.base);
+        let mut req = self.agent.post(&url);
+        if let Some(t) = &self.token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        match req.send_json(filter) {
+            Ok(r) => Ok(r
+                .into_json()
+                .map_err(|e| format!("POST {url}: bad response: {e}"))?),
+            Err(ureq::Error::Status(404, _)) => Ok(Vec::new()),
+            Err(ureq::Error::Status(code, r)) => {
+                let text = r.into_string().unwrap_or_default();
+                Err(format!("POST {url}: HTTP {code}: {}", text.trim()).into())
+            }
+            Err(e) => Err(format!("POST {url}: {e}").into()),
+        }
+    }
+
     /// Stops sessions, in chunks so a request stays small.
     pub fn terminate(&self, ids: &[String]) -> Result<()> {
         for chunk in ids.chunks(500) {

@@ -312,8 +312,14 @@ mod tests {
         assert_eq!(c.media.shards, 3);
         assert_eq!(c.media.port_min, 10000);
         // The default range stays below Linux's default ephemeral range (32768-60999).
-        assert_eq!(overlap((c.media.port_min, c.media.port_max), (32768, 60999)), None);
-        assert_eq!(overlap((20000, 40000), (32768, 60999)), Some((32768, 40000)));
+        assert_eq!(
+            overlap((c.media.port_min, c.media.port_max), (32768, 60999)),
+            None
+        );
+        assert_eq!(
+            overlap((20000, 40000), (32768, 60999)),
+            Some((32768, 40000))
+        );
         assert_eq!(c.auto_cert_dir(), PathBuf::from("data/tls"));
         assert_eq!(c.apps_state_path(), PathBuf::from("data/apps.json"));
         let c = Config::load(Some("data_dir = \"/var/lib/ms\"\n")).unwrap();

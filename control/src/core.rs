@@ -439,6 +439,7 @@ impl Core {
                 } else {
                     Timeouts::default()
                 },
+                serve_first: !req.published && req.relay.is_some(),
             }),
         );
         self.apply_topology(topo);

@@ -85,6 +85,9 @@ pub struct NewSession {
     pub webrtc: Option<Box<crate::webrtc::WebRtcSession>>,
     /// Publishers: when to fail for lack of media.
     pub timeouts: Timeouts,
+    /// Players: served before the stream's other players in every fan-out. For a relay toward
+    /// another node, whose delay adds to that of every player there.
+    pub serve_first: bool,
 }
 
 /// Per-session media deadlines; `None` = never. A publisher that misses one fails with

@@ -542,10 +542,26 @@ fn edge_players_fail_within_3s_when_the_origin_dies() {
         assert!(after <= Duration::from_secs(3), "{after:?}");
     }
     // A's streams are gone from the directory: the name can be published elsewhere.
-    assert!(wait_until(Duration::from_secs(3), || publish_status(
-        &bb, "o"
-    )
-    .0 == 200));
+    let mut republished = None;
+    assert!(wait_until(Duration::from_secs(3), || {
+        let (st, v) = publish_status(&bb, "o");
+        republished = (st == 200).then_some(v);
+        st == 200
+    }));
+    // A new play on C pulls from the new origin B.
+    let port = republished.unwrap()["port"].as_u64().unwrap() as u16;
+    let media_b = std::net::SocketAddr::from(([127, 0, 0, 7], port));
+    let pc2 = Player::join(&bc, "o", None);
+    for seq in 100..140u16 {
+        sock.send_to(&rtp_packet(96, seq, seq as u32 * 3000, 8, b"new"), media_b)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let got = pc2.recv(5, Duration::from_secs(2));
+    assert!(
+        got.iter().any(|p| p.payload == b"new"),
+        "a new player on C gets the stream republished on B"
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 

@@ -8,6 +8,8 @@
 //! load publish --server http://127.0.0.1:8081 --name s1 --pps 1000 --duration 30
 //! load play    --server http://127.0.0.1:8081 --name s1 --players 50 --duration 30
 //! load fanout  --srtp AES_CM_128_HMAC_SHA1_80 --players 100 ...   # SDES-keyed SRTP both ways
+//! load fanout  --cluster http://127.0.0.2:8081,http://127.0.0.3:8081 --players 1000 --pps 50
+//!              --server-pids 101,102 --origin-players 100   # origin first, players on edges
 //! load terminate --server http://127.0.0.1:8081     # terminate -> last packet, 10k sessions
 //! load compare engine.json raw.json
 //! ```
@@ -213,6 +215,20 @@ struct FanoutArgs {
     /// Stream i is named PREFIX-i.
     #[arg(long, default_value = "load")]
     prefix: String,
+    /// Cluster mode: REST URLs of the nodes, comma separated. Publishers publish on the first
+    /// (the origin), --players are spread over the others (edges, which pull the streams);
+    /// reports per node and the play -> first-packet time, cold and warm.
+    #[arg(long, value_delimiter = ',')]
+    cluster: Vec<String>,
+    /// Cluster mode: server PIDs, one per --cluster URL (CPU per node).
+    #[arg(long, value_delimiter = ',')]
+    server_pids: Vec<u32>,
+    /// Cluster mode: players on the origin too (to compare an origin player's cost).
+    #[arg(long, default_value_t = 0)]
+    origin_players: u32,
+    /// Cluster mode: milliseconds from the last join to the measurement window.
+    #[arg(long, default_value_t = 1000)]
+    settle_ms: u64,
     #[command(flatten)]
     load: LoadArgs,
 }
@@ -312,6 +328,47 @@ fn run_load(cfg: FanoutConfig, a: &LoadArgs) -> Result<()> {
     Ok(())
 }
 
+fn run_cluster(a: FanoutArgs) -> Result<()> {
+    let l = &a.load;
+    if a.raw_relay.is_some() || l.srtp.is_some() {
+        return Err("--cluster runs plain RTP against the server (no --raw-relay, --srtp)".into());
+    }
+    if !(l.duration > 0.0 && l.duration <= 3600.0) {
+        return Err("--duration must be in (0, 3600] seconds".into());
+    }
+    let cfg = benches::cluster::ClusterConfig {
+        nodes: a.cluster.clone(),
+        server_pids: a.server_pids.clone(),
+        token: l.token.clone(),
+        names: (0..a.publishers)
+            .map(|i| format!("{}-{i}", a.prefix))
+            .collect(),
+        players: a.players,
+        origin_players: a.origin_players,
+        pps: l.pps,
+        size: l.size,
+        duration: Duration::from_secs_f64(l.duration),
+        settle: Duration::from_millis(a.settle_ms),
+        local_ip: l.local_ip,
+        recv_threads: l.recv_threads,
+        batch: l.batch,
+        buffer_bytes: l.socket_buffer,
+        kernel_timestamps: !l.user_timestamps,
+        progress: !l.quiet,
+    };
+    let report = benches::cluster::run(&cfg)?;
+    print!("{}", report.summary());
+    if let Some(p) = &l.json {
+        std::fs::write(p, serde_json::to_string_pretty(&report)?)
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+        println!("  json     {}", p.display());
+    }
+    if report.received == 0 && !signal::stopped() {
+        return Err("players received nothing".into());
+    }
+    Ok(())
+}
+
 fn read_report(p: &PathBuf) -> Result<Report> {
     let s = std::fs::read_to_string(p).map_err(|e| format!("{}: {e}", p.display()))?;
     Ok(serde_json::from_str(&s).map_err(|e| format!("{}: {e}", p.display()))?)
@@ -349,6 +406,7 @@ fn main() -> ExitCode {
             }
             Ok(())
         }
+        Cmd::Fanout(a) if !a.cluster.is_empty() => run_cluster(a),
         Cmd::Fanout(a) => {
             let names = (0..a.publishers)
                 .map(|i| format!("{}-{i}", a.prefix))

@@ -191,6 +191,8 @@ impl Shard {
                 ls.publisher = Some(idx);
                 ls.publisher_shard = Some(me);
             }
+            // Insertion at the front is O(players), once per attach, never per packet.
+            Role::Player if ns.serve_first => ls.players.insert(0, idx),
             Role::Player => ls.players.push(idx),
         }
         for leg in 0..n_legs {
