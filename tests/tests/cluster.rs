@@ -661,3 +661,95 @@ fn an_srtp_relay_lingers_then_ends_and_a_pull_without_nats_gets_503() {
         "relay gone from B and A after linger_ms"
     );
 }
+
+#[test]
+fn a_relay_half_whose_notice_was_lost_while_nats_was_down_ends_after_reconnect() {
+    let mut nats = NatsServer::start();
+    let a = node_at(&nats, "node-a", 11, |_| {});
+    let b = node_at(&nats, "node-b", 12, |c| c.cluster.linger_ms = 300);
+    let (ba, bb) = (a.base_url(), b.base_url());
+    wait_connected(&ba);
+    wait_connected(&bb);
+    std::thread::sleep(Duration::from_millis(1200));
+    let (st, v) = post(&ba, "/rest-api/publish", json!({"name": "lost"}));
+    assert_eq!(st, 200, "{v}");
+    let media = std::net::SocketAddr::from(([127, 0, 0, 11], v["port"].as_u64().unwrap() as u16));
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let p = Player::join(&bb, "lost", None);
+    for seq in 0..10u16 {
+        sock.send_to(&rtp_packet(96, seq, 0, 3, b"x"), media)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(
+        !p.recv(3, Duration::from_secs(2)).is_empty(),
+        "B plays A's stream"
+    );
+    let relay_on_a = || {
+        find(&ba, json!({"relay": true, "name": "lost"}))
+            .into_iter()
+            .find(|s| s["nodeId"] == "node-a")
+    };
+    let relay_id = relay_on_a().expect("A's relay player")["mediaSessionId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let changes = a.core.subscribe();
+    // NATS away: B's last player leaves and its relay publisher lingers out; the notice to A
+    // cannot be sent.
+    nats.stop();
+    let (st, v) = post(
+        &bb,
+        "/rest-api/stream/terminate",
+        json!({"mediaSessionId": p.id}),
+    );
+    assert_eq!(st, 200, "{v}");
+    // Local-only while NATS is away: nothing found is a 503 that says so.
+    assert!(wait_until(Duration::from_secs(3), || {
+        let (st, v) = post(
+            &bb,
+            "/rest-api/stream/find",
+            json!({"relay": true, "name": "lost"}),
+        );
+        st == 503 && v["error"].as_str().unwrap_or("").contains("NATS")
+    }));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        relay_on_a().is_some(),
+        "A still sends toward B: the notice was lost"
+    );
+    // And a node stops promptly without NATS (its leave cannot be flushed).
+    let t = Instant::now();
+    drop(node_at(&nats, "node-x", 13, |_| {}));
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "stop without NATS took {:?}",
+        t.elapsed()
+    );
+    // NATS back: A's relay player is found orphaned and stopped.
+    nats.restart();
+    let t0 = Instant::now();
+    let mut ended = None;
+    while t0.elapsed() < Duration::from_secs(20) && ended.is_none() {
+        if let Ok(ch) = changes.recv_timeout(Duration::from_millis(200)) {
+            if ch.record.media_session_id == relay_id && ch.status.is_final() {
+                ended = Some((ch.status.as_str().to_string(), ch.info));
+            }
+        }
+    }
+    eprintln!(
+        "orphaned relay player on A: {ended:?} {:?} after NATS came back",
+        t0.elapsed()
+    );
+    let (status, info) = ended.expect("A's orphaned relay player ends after NATS returns");
+    assert_eq!(
+        (status.as_str(), info.as_str()),
+        ("STOPPED", "Stopped by edge loss")
+    );
+    assert!(relay_on_a().is_none());
+    // The publisher on A is untouched.
+    assert_eq!(
+        find(&ba, json!({"name": "lost", "published": true})).len(),
+        1
+    );
+}

@@ -9,6 +9,7 @@
 pub mod directory;
 pub mod liveness;
 pub mod names;
+pub mod reconcile;
 pub mod relay;
 pub mod rest;
 pub mod rpc;
@@ -99,6 +100,7 @@ impl Cluster {
         });
         liveness::spawn(me.clone());
         relay::spawn(me.clone());
+        reconcile::spawn(me.clone());
         tracing::info!(node, nats = %cfg.nats_url, "cluster enabled");
         Ok(me)
     }
@@ -353,7 +355,15 @@ impl Cluster {
                 })
                 .await;
         }
-        let _ = self.client.flush().await;
-        tracing::info!(node = %self.node, "left the cluster");
+        // Bounded: with NATS away a flush would wait for a reconnect that may never come,
+        // and a stop must not hang (peers then see this node die by its silence).
+        if tokio::time::timeout(self.timeout(), self.client.flush())
+            .await
+            .is_ok_and(|r| r.is_ok())
+        {
+            tracing::info!(node = %self.node, "left the cluster");
+        } else {
+            tracing::warn!(node = %self.node, "stopping without NATS: peers will drop this node's streams after dead_after_ms");
+        }
     }
 }

@@ -417,7 +417,7 @@ impl Cluster {
     }
 
     /// Local relay sessions (both halves).
-    fn relays(&self) -> Vec<SessionRecord> {
+    pub(super) fn relays(&self) -> Vec<SessionRecord> {
         self.core.find(&Filter {
             relay: RelayMatch::Only,
             ..Default::default()
