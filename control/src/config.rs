@@ -169,6 +169,16 @@ pub struct HttpConfig {
     #[serde(default)]
     pub token: Option<String>,
     pub max_body: usize,
+    /// Request head deadline, also the idle time allowed between keep-alive requests.
+    pub header_timeout_ms: u64,
+    /// Request body deadline (408 past it).
+    pub body_timeout_ms: u64,
+    pub tls_handshake_timeout_ms: u64,
+    /// Largest request head (431 past it).
+    pub max_header_bytes: usize,
+    /// Open REST connections in total (0 = half the fd soft limit) and per client IP.
+    pub max_connections: usize,
+    pub max_connections_per_ip: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]

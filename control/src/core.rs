@@ -120,6 +120,21 @@ fn bind_udp(addr: SocketAddr, publisher: bool) -> std::io::Result<UdpSocket> {
     Ok(s.into())
 }
 
+/// A stream name: 1..=256 bytes of printable characters, no `/` (names appear in URL paths,
+/// file names of recordings-to-be and NATS keys) and no control characters (NUL included).
+pub fn check_name(name: &str) -> Result<(), ApiError> {
+    let why = if name.is_empty() || name.len() > 256 {
+        "must be 1..=256 bytes"
+    } else if name.contains('/') {
+        "must not contain `/`"
+    } else if name.chars().any(char::is_control) {
+        "must not contain control characters (NUL, newline, ...)"
+    } else {
+        return Ok(());
+    };
+    Err(ApiError::new(400, format!("field `name`: {why}")))
+}
+
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -283,12 +298,7 @@ impl Core {
 
     /// Creates a publisher or player session; returns its record and, for WebRTC, the answer.
     pub fn create(&self, req: CreateRequest) -> Result<(SessionRecord, Option<String>), ApiError> {
-        if req.name.is_empty() || req.name.len() > 256 {
-            return Err(ApiError::new(
-                400,
-                "field `name`: must be 1..=256 characters",
-            ));
-        }
+        check_name(&req.name)?;
         if self.apps.lock().unwrap().get(&req.app_key).is_none() {
             return Err(ApiError::new(
                 400,

@@ -7,6 +7,7 @@ pub mod config;
 pub mod core;
 pub mod h264sps;
 pub mod hooks;
+pub mod listen;
 pub mod metrics;
 pub mod registry;
 pub mod sdp;

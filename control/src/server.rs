@@ -1,7 +1,6 @@
 //! The REST server: hyper on a single-threaded tokio runtime in its own thread, so the
 //! control plane never competes with the shards for their cores' run queues.
 
-use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -9,9 +8,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
-use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
@@ -136,7 +133,7 @@ pub struct Api {
 }
 
 impl Api {
-    async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: Client) -> Resp {
+    pub(crate) async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: Client) -> Resp {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         let query = req.uri().query().unwrap_or("").to_string();
@@ -168,9 +165,19 @@ impl Api {
                     .to_ascii_lowercase()
             });
         let limit = self.core.cfg.http.max_body;
-        let body = match read_body(req.into_body(), limit).await {
-            Ok(b) => b,
-            Err(e) => return err_resp(e),
+        let deadline = std::time::Duration::from_millis(self.core.cfg.http.body_timeout_ms.max(1));
+        let body = match tokio::time::timeout(deadline, read_body(req.into_body(), limit)).await {
+            Ok(Ok(b)) => b,
+            Ok(Err(e)) => return err_resp(e),
+            Err(_) => {
+                return err_resp(ApiError::new(
+                    408,
+                    format!(
+                        "request body not received within {} ms (http.body_timeout_ms)",
+                        self.core.cfg.http.body_timeout_ms
+                    ),
+                ))
+            }
         };
         let r = match (&method, path.as_str()) {
             (&Method::POST, "/rest-api/publish") => self.publish(&body, peer).await,
@@ -547,6 +554,7 @@ impl Api {
     /// Cluster: a play of a stream this node lacks pulls it from its origin (or the
     /// configured upstream) first; nothing when the stream is local or the cluster is off.
     async fn pull(&self, name: &str) -> Result<(), ApiError> {
+        crate::core::check_name(name)?;
         match &self.cluster {
             Some(c) => c.ensure_local(name).await.map(|_| ()),
             None => Ok(()),
@@ -578,6 +586,7 @@ impl Api {
         mut req: CreateRequest,
         client: Client,
     ) -> Result<(crate::registry::SessionRecord, Option<String>), ApiError> {
+        crate::core::check_name(&req.name)?;
         // An unknown app has no hooks; Core::create rejects it with 400.
         let msid = uuid::Uuid::new_v4().to_string();
         let session_id = crate::registry::session_id_for(client.addr, client.local);
@@ -971,9 +980,9 @@ impl Server {
                     let tls = tls_listener.map(|(l, acc)| {
                         let l = TcpListener::from_std(l).expect("listener");
                         tracing::info!(addr = %l.local_addr().unwrap(), "REST API listening (https)");
-                        tokio::task::spawn(serve(l, Some(acc), api.clone(), rx.clone()))
+                        tokio::task::spawn(crate::listen::serve(l, Some(acc), api.clone(), rx.clone()))
                     });
-                    serve(listener, None, api, rx).await;
+                    crate::listen::serve(listener, None, api, rx).await;
                     if let Some(t) = tls {
                         let _ = t.await;
                     }
@@ -994,50 +1003,6 @@ impl Server {
 
     pub fn base_url(&self) -> String {
         format!("http://{}", self.http_addr)
-    }
-}
-
-async fn serve(
-    listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
-    api: Arc<Api>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    loop {
-        tokio::select! {
-            _ = stop.changed() => return,
-            acc = listener.accept() => {
-                let (stream, addr) = match acc {
-                    Ok(x) => x,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "accept failed");
-                        continue;
-                    }
-                };
-                let api = api.clone();
-                let tls = tls.clone();
-                let local = stream.local_addr().unwrap_or(addr);
-                let peer = Client { addr, local };
-                tokio::task::spawn(async move {
-                    let svc = service_fn(move |req| {
-                        let api = api.clone();
-                        async move { Ok::<_, Infallible>(api.handle(req, peer).await) }
-                    });
-                    let http = hyper::server::conn::http1::Builder::new();
-                    match tls {
-                        None => {
-                            let _ = http.serve_connection(TokioIo::new(stream), svc).await;
-                        }
-                        Some(acc) => match acc.accept(stream).await {
-                            Ok(s) => {
-                                let _ = http.serve_connection(TokioIo::new(s), svc).await;
-                            }
-                            Err(e) => tracing::debug!(peer = %peer.addr, error = %e, "TLS handshake failed"),
-                        },
-                    }
-                });
-            }
-        }
     }
 }
 
