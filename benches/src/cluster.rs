@@ -219,41 +219,29 @@ fn receiver(
         ready.extend(ep.wait(20)?);
         for &k in &ready {
             let p = &mut socks[k as usize];
-            for _ in 0..16 {
-                match rb.recv(p.sock.as_raw_fd(), libc::MSG_DONTWAIT) {
-                    Ok(n) => {
-                        let now = mono_ns();
-                        for i in 0..n {
-                            let anc = rb.ancillary(i);
-                            if let Some(d) = anc.socket_drops {
-                                p.socket_drops = p.socket_drops.max(d as u64);
-                            }
-                            let at = clock.arrival(&anc, now);
-                            let Some(pkt) = parse_packet(rb.get(i)) else {
-                                continue;
-                            };
-                            if p.first_arrival_ns == 0 {
-                                p.first_arrival_ns = at;
-                            }
-                            let fresh =
-                                p.stream.on_packet(pkt.seq, pkt.send_ns, at) != Arrival::Duplicate;
-                            if fresh && window.contains(pkt.send_ns) {
-                                p.counted += 1;
-                                latency[p.node].saturating_record(
-                                    at.saturating_sub(pkt.send_ns).min(MAX_LATENCY_NS),
-                                );
-                            }
-                        }
-                        rx_count.fetch_add(n as u64, Ordering::Relaxed);
-                        if n < rb.capacity() {
-                            break;
-                        }
+            // A receive error (ICMP-induced and such) just ends this socket's turn.
+            let _ = rb.drain(p.sock.as_raw_fd(), 16, |rb, n, now| {
+                for i in 0..n {
+                    let anc = rb.ancillary(i);
+                    if let Some(d) = anc.socket_drops {
+                        p.socket_drops = p.socket_drops.max(d as u64);
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(_) => break,
+                    let at = clock.arrival(&anc, now);
+                    let Some(pkt) = parse_packet(rb.get(i)) else {
+                        continue;
+                    };
+                    if p.first_arrival_ns == 0 {
+                        p.first_arrival_ns = at;
+                    }
+                    let fresh = p.stream.on_packet(pkt.seq, pkt.send_ns, at) != Arrival::Duplicate;
+                    if fresh && window.contains(pkt.send_ns) {
+                        p.counted += 1;
+                        latency[p.node]
+                            .saturating_record(at.saturating_sub(pkt.send_ns).min(MAX_LATENCY_NS));
+                    }
                 }
-            }
+                rx_count.fetch_add(n as u64, Ordering::Relaxed);
+            });
         }
     }
     Ok(RxResult {

@@ -428,45 +428,33 @@ fn receiver(
         for &k in &ready {
             let (_, sock, srtp) = &mut socks[k as usize];
             let (fd, player) = (sock.as_raw_fd(), &mut players[k as usize].1);
-            // Bounded per socket so one busy player cannot starve the others.
-            for _ in 0..16 {
-                match rb.recv(fd, libc::MSG_DONTWAIT) {
-                    Ok(n) => {
-                        let now = mono_ns();
-                        for i in 0..n {
-                            let d = rb.get(i);
-                            let anc = rb.ancillary(i);
-                            if let Some(d) = anc.socket_drops {
-                                player.note_socket_drops(d);
-                            }
-                            let at = clock.arrival(&anc, now);
-                            let lat = player.on_datagram(d, at);
-                            if let Some(s) = srtp.as_mut() {
-                                if (player.packets - 1) % s.every == 0 {
-                                    tally.check(s, d);
-                                }
-                            }
-                            if let Some(l) = lat {
-                                latency.saturating_record(l.min(crate::rx::MAX_LATENCY_NS));
-                            }
-                            series.record(at, d.len() as u64, lat);
-                            last_arrival_ns = last_arrival_ns.max(at);
-                        }
-                        rx_count.fetch_add(n as u64, Ordering::Relaxed);
-                        if n < rb.capacity() {
-                            break;
+            let r = rb.drain(fd, 16, |rb, n, now| {
+                for i in 0..n {
+                    let d = rb.get(i);
+                    let anc = rb.ancillary(i);
+                    if let Some(d) = anc.socket_drops {
+                        player.note_socket_drops(d);
+                    }
+                    let at = clock.arrival(&anc, now);
+                    let lat = player.on_datagram(d, at);
+                    if let Some(s) = srtp.as_mut() {
+                        if (player.packets - 1) % s.every == 0 {
+                            tally.check(s, d);
                         }
                     }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(e) => {
-                        // ECONNREFUSED and friends: report once, keep going.
-                        if !reported {
-                            eprintln!("warning: player recv: {e}");
-                            reported = true;
-                        }
-                        break;
+                    if let Some(l) = lat {
+                        latency.saturating_record(l.min(crate::rx::MAX_LATENCY_NS));
                     }
+                    series.record(at, d.len() as u64, lat);
+                    last_arrival_ns = last_arrival_ns.max(at);
+                }
+                rx_count.fetch_add(n as u64, Ordering::Relaxed);
+            });
+            // ECONNREFUSED and friends: report once, keep going.
+            if let Err(e) = r {
+                if !reported {
+                    eprintln!("warning: player recv: {e}");
+                    reported = true;
                 }
             }
         }

@@ -259,6 +259,33 @@ impl RecvBatch {
         self.msgs.len()
     }
 
+    /// Reads what `fd` (non-blocking) has, at most `rounds` batches so one busy socket cannot
+    /// starve the others of an epoll round, calling `batch(self, n, now)` after each
+    /// `recvmmsg` of `n` datagrams (`now`: CLOCK_MONOTONIC just after it). Stops early when a
+    /// batch comes back short or the socket is drained; `Interrupted` takes a round and
+    /// retries; any other error ends the drain and is returned.
+    pub fn drain(
+        &mut self,
+        fd: RawFd,
+        rounds: usize,
+        mut batch: impl FnMut(&Self, usize, u64),
+    ) -> io::Result<()> {
+        for _ in 0..rounds {
+            match self.recv(fd, libc::MSG_DONTWAIT) {
+                Ok(n) => {
+                    batch(self, n, crate::clock::mono_ns());
+                    if n < self.capacity() {
+                        return Ok(());
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
     /// One `recvmmsg` on `fd` with `flags` (e.g. `MSG_DONTWAIT`, `MSG_WAITFORONE`). Returns the
     /// number of datagrams; `WouldBlock` / `TimedOut` / `Interrupted` errors are the caller's to
     /// handle.
@@ -605,6 +632,33 @@ mod tests {
             at + 50_000 >= before && at <= after + 50_000,
             "{before} <= {at} <= {after}"
         );
+    }
+
+    #[test]
+    fn drain_reads_batches_until_short_and_stops_at_the_round_bound() {
+        let rx = bind_udp("127.0.0.1:0".parse().unwrap(), 1 << 20).unwrap();
+        rx.set_nonblocking(true).unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let to = rx.local_addr().unwrap();
+        for i in 0..7u8 {
+            tx.send_to(&[i], to).unwrap();
+        }
+        let mut rb = RecvBatch::new(2);
+        let mut seen = Vec::new();
+        // Two rounds of two: four datagrams, the rest stays queued.
+        rb.drain(rx.as_raw_fd(), 2, |rb, n, _| {
+            seen.extend((0..n).map(|i| rb.get(i)[0]))
+        })
+        .unwrap();
+        assert_eq!(seen, [0, 1, 2, 3]);
+        // The next drain ends at the short batch (one left), then on an empty socket at once.
+        rb.drain(rx.as_raw_fd(), 8, |rb, n, _| {
+            seen.extend((0..n).map(|i| rb.get(i)[0]))
+        })
+        .unwrap();
+        assert_eq!(seen, [0, 1, 2, 3, 4, 5, 6]);
+        rb.drain(rx.as_raw_fd(), 8, |_, _, _| panic!("nothing to read"))
+            .unwrap();
     }
 
     #[test]

@@ -222,29 +222,18 @@ fn receiver(socks: Vec<(usize, UdpSocket)>, sh: &Shared, offset: i64) -> std::io
         ready.extend(ep.wait(20)?);
         for &k in &ready {
             let (j, s) = &socks[k as usize];
-            for _ in 0..8 {
-                match rb.recv(s.as_raw_fd(), libc::MSG_DONTWAIT) {
-                    Ok(n) => {
-                        let now = mono_ns();
-                        let mut newest = 0;
-                        for i in 0..n {
-                            let at = match rb.ancillary(i).kernel_time_ns {
-                                Some(rt) => (rt as i64 - offset).max(0) as u64,
-                                None => now,
-                            };
-                            newest = newest.max(at);
-                        }
-                        sh.last[*j].fetch_max(newest, Ordering::Relaxed);
-                        sh.packets.fetch_add(n as u64, Ordering::Relaxed);
-                        if n < rb.capacity() {
-                            break;
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(_) => break,
+            let _ = rb.drain(s.as_raw_fd(), 8, |rb, n, now| {
+                let mut newest = 0;
+                for i in 0..n {
+                    let at = match rb.ancillary(i).kernel_time_ns {
+                        Some(rt) => (rt as i64 - offset).max(0) as u64,
+                        None => now,
+                    };
+                    newest = newest.max(at);
                 }
-            }
+                sh.last[*j].fetch_max(newest, Ordering::Relaxed);
+                sh.packets.fetch_add(n as u64, Ordering::Relaxed);
+            });
         }
     }
     Ok(())
