@@ -17,6 +17,9 @@ pub struct Config {
     /// `https.auto_cert_dir` says otherwise, `tls/` (the generated certificate). Relative
     /// paths are relative to the working directory.
     pub data_dir: PathBuf,
+    /// SIGTERM/SIGINT: how long the drain may take (sessions stopped, their hooks sent)
+    /// before the process exits anyway.
+    pub shutdown_timeout_ms: u64,
     pub http: HttpConfig,
     pub https: HttpsConfig,
     pub media: MediaConfig,
@@ -52,6 +55,9 @@ pub struct ClusterConfig {
 #[serde(deny_unknown_fields)]
 pub struct HooksConfig {
     pub timeout_ms: u64,
+    /// Calls in flight at once, per class: authorization (connect, publishStream,
+    /// playStream), notifications (StreamStatusEvent, unPublishStream, stopStream) and
+    /// keep-alives each have their own pool, so none waits behind another.
     pub max_concurrency: usize,
     #[serde(default)]
     pub hmac_secret: Option<String>,
@@ -62,7 +68,7 @@ pub struct HooksConfig {
     pub keep_alive: KeepAliveConfig,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct KeepAliveConfig {
     pub enabled: bool,
@@ -166,8 +172,17 @@ pub struct AppConfig {
 #[serde(deny_unknown_fields)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// The operator's bearer token, for the control API. Unset: the control API answers
+    /// loopback clients only.
     #[serde(default)]
     pub token: Option<String>,
+    /// Bearer token for media signalling (WHIP/WHEP, publish, play); unset = open.
+    #[serde(default)]
+    pub public_token: Option<String>,
+    /// A second plain-HTTP listener that serves the control API (and only it is: the main
+    /// listeners then refuse the control API with 403).
+    #[serde(default)]
+    pub control_listen: Option<SocketAddr>,
     pub max_body: usize,
     /// Request head deadline, also the idle time allowed between keep-alive requests.
     pub header_timeout_ms: u64,

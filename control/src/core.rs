@@ -2,7 +2,7 @@
 //! errors reach the caller), keeps the registry, tells shards about routes, applies events.
 
 use std::collections::{BTreeSet, HashMap};
-use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -13,7 +13,6 @@ use engine::{
     Command, Engine, EngineConfig, Event, NewLeg, NewSession, Role, SessionId, Status, StreamId,
     Timeouts,
 };
-use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::apps::Apps;
 use crate::config::Config;
@@ -80,46 +79,6 @@ pub struct Live {
     pub shard_counters: Vec<engine::ShardCounters>,
 }
 
-struct PortAllocator {
-    min: u16,
-    max: u16,
-    next: u16,
-}
-
-impl PortAllocator {
-    /// Binds the next free port in the range, wrapping around once.
-    fn bind(&mut self, ip: IpAddr, publisher: bool) -> std::io::Result<UdpSocket> {
-        let span = (self.max - self.min) as usize + 1;
-        let mut last_err = None;
-        for _ in 0..span {
-            let port = self.next;
-            self.next = if self.next >= self.max {
-                self.min
-            } else {
-                self.next + 1
-            };
-            match bind_udp(SocketAddr::new(ip, port), publisher) {
-                Ok(s) => return Ok(s),
-                Err(e) => last_err = Some(e),
-            }
-        }
-        Err(last_err.unwrap_or_else(|| std::io::Error::other("empty port range")))
-    }
-}
-
-fn bind_udp(addr: SocketAddr, publisher: bool) -> std::io::Result<UdpSocket> {
-    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
-    if publisher {
-        // A publisher's port absorbs bursts (keyframes) while its shard is busy fanning out.
-        let _ = s.set_recv_buffer_size(4 << 20);
-    } else {
-        let _ = s.set_send_buffer_size(1 << 20);
-    }
-    s.set_nonblocking(true)?;
-    s.bind(&addr.into())?;
-    Ok(s.into())
-}
-
 /// A stream name: 1..=256 bytes of printable characters, no `/` (names appear in URL paths,
 /// file names of recordings-to-be and NATS keys) and no control characters (NUL included).
 pub fn check_name(name: &str) -> Result<(), ApiError> {
@@ -151,7 +110,9 @@ pub struct Core {
     webrtc: WebRtcConfig,
     engine: Engine,
     reg: Mutex<Registry>,
-    ports: Mutex<PortAllocator>,
+    ports: Mutex<crate::ports::PortPool>,
+    /// SIGTERM: no new sessions; `/ready` says 503.
+    draining: std::sync::atomic::AtomicBool,
     /// Last topology sent per stream, so changes only touch the shards concerned.
     topo: Mutex<HashMap<StreamId, Topology>>,
     /// Sessions stopped by control whose shard has not yet released them.
@@ -227,11 +188,11 @@ impl Core {
                 cfg.media.max_sessions,
                 cfg.media.max_players_per_stream,
             )),
-            ports: Mutex::new(PortAllocator {
-                min: cfg.media.port_min,
-                max: cfg.media.port_max,
-                next: cfg.media.port_min,
-            }),
+            ports: Mutex::new(crate::ports::PortPool::new(
+                cfg.media.port_min,
+                cfg.media.port_max,
+            )),
+            draining: Default::default(),
             cfg,
             webrtc,
             engine,
@@ -299,6 +260,9 @@ impl Core {
     /// Creates a publisher or player session; returns its record and, for WebRTC, the answer.
     pub fn create(&self, req: CreateRequest) -> Result<(SessionRecord, Option<String>), ApiError> {
         check_name(&req.name)?;
+        if self.is_draining() {
+            return Err(ApiError::new(503, "server is shutting down"));
+        }
         if self.apps.lock().unwrap().get(&req.app_key).is_none() {
             return Err(ApiError::new(
                 400,
@@ -684,6 +648,34 @@ impl Core {
     /// Sessions control believes exist, per shard.
     pub fn registry_per_shard(&self) -> Vec<usize> {
         self.reg.lock().unwrap().per_shard(self.shard_count())
+    }
+
+    /// SIGTERM: refuse new sessions from now on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// The last port bind found the media port range full.
+    pub fn ports_exhausted(&self) -> bool {
+        self.ports.lock().unwrap().exhausted()
+    }
+
+    /// Shards that did not answer a ping within `timeout` (stopped or stuck).
+    pub fn unresponsive_shards(&self, timeout: std::time::Duration) -> Vec<usize> {
+        self.engine.unresponsive(timeout)
+    }
+
+    /// Replaces the apps with `[[apps]]` of a reloaded config overlaid with the state file
+    /// (the start-up rule); nothing changes when that fails.
+    pub fn reload_apps(&self, cfg_apps: &[crate::config::AppConfig]) -> Result<(), String> {
+        let _order = self.apps_write.lock().unwrap();
+        let next = crate::apps::effective(cfg_apps, &self.cfg.apps_state_path())?;
+        *self.apps.lock().unwrap() = next;
+        Ok(())
     }
 
     /// Sessions stopped by control but not yet released by their shard.

@@ -4,13 +4,15 @@
 //! periodically and a 403 reply terminates that stream.
 //!
 //! Everything runs on the control thread's tokio runtime with a hyper-util client (plain HTTP
-//! or HTTPS through rustls: webpki roots plus `hooks.ca_file`). Calls are
-//! bounded by a semaphore and each by a timeout, so a slow or dead web server can delay a
-//! hook by at most the timeout and never blocks media (shards never wait on control) or the
-//! REST API (requests are independent tasks).
+//! or HTTPS through rustls: webpki roots plus `hooks.ca_file`). Each class of call
+//! (authorization, notification, keep-alive) has its own concurrency pool, so a hanging
+//! keep-alive endpoint never delays a publish; a call's timeout covers its wait for a slot
+//! too. A slow or dead web server thus delays a hook by at most the timeout and never blocks
+//! media (shards never wait on control) or the REST API (requests are independent tasks).
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -44,14 +46,56 @@ pub enum Outcome {
 /// Fields a web server may overwrite with `restPolicy = OVERWRITE`.
 pub const OVERWRITABLE: &[&str] = &["name", "hasAudio", "hasVideo", "audioCodec", "videoCodec"];
 
+/// Which pool a call takes its slot from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class {
+    /// connect, publishStream, playStream: a client waits on these.
+    Authorize,
+    /// StreamStatusEvent, unPublishStream, stopStream.
+    Notify,
+    /// StreamKeepAliveEvent.
+    KeepAlive,
+}
+
+/// What SIGHUP may change.
+struct Settings {
+    timeout: Duration,
+    secret: Option<ring::hmac::Key>,
+    keep_alive: crate::config::KeepAliveConfig,
+}
+
+/// One keep-alive round's outcomes, logged as one line at the next round.
+#[derive(Default)]
+struct RoundTally {
+    ok: AtomicU64,
+    refused: AtomicU64,
+    failed: AtomicU64,
+}
+
 pub struct Hooks {
     core: Arc<Core>,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
-    sem: Arc<Semaphore>,
-    timeout: Duration,
-    secret: Option<ring::hmac::Key>,
+    auth_pool: Arc<Semaphore>,
+    notify_pool: Arc<Semaphore>,
+    keepalive_pool: Arc<Semaphore>,
+    pool_size: usize,
+    settings: RwLock<Arc<Settings>>,
     keepalive_inflight: Mutex<HashSet<String>>,
-    cfg: HooksConfig,
+    tally: RoundTally,
+    /// Status changes received but not yet handled, plus notification calls in flight:
+    /// zero means every hook for what happened so far has been sent (the drain waits on it).
+    outstanding: Arc<AtomicUsize>,
+}
+
+fn settings(cfg: &HooksConfig) -> Settings {
+    Settings {
+        timeout: Duration::from_millis(cfg.timeout_ms),
+        secret: cfg
+            .hmac_secret
+            .as_ref()
+            .map(|s| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, s.as_bytes())),
+        keep_alive: cfg.keep_alive.clone(),
+    }
 }
 
 /// `sha256=<hex>` HMAC of `body`.
@@ -116,18 +160,34 @@ impl Hooks {
             .https_or_http()
             .enable_http1()
             .wrap_connector(http);
+        let n = cfg.max_concurrency.max(1);
         Ok(Arc::new(Hooks {
             core,
             client: Client::builder(TokioExecutor::new()).build(https),
-            sem: Arc::new(Semaphore::new(cfg.max_concurrency.max(1))),
-            timeout: Duration::from_millis(cfg.timeout_ms),
-            secret: cfg
-                .hmac_secret
-                .as_ref()
-                .map(|s| ring::hmac::Key::new(ring::hmac::HMAC_SHA256, s.as_bytes())),
+            auth_pool: Arc::new(Semaphore::new(n)),
+            notify_pool: Arc::new(Semaphore::new(n)),
+            keepalive_pool: Arc::new(Semaphore::new(n)),
+            pool_size: n,
+            settings: RwLock::new(Arc::new(settings(cfg))),
             keepalive_inflight: Mutex::new(HashSet::new()),
-            cfg: cfg.clone(),
+            tally: RoundTally::default(),
+            outstanding: Arc::new(AtomicUsize::new(0)),
         }))
+    }
+
+    /// SIGHUP: new timeout, HMAC secret and keep-alive settings for calls from now on.
+    /// The pools and the HTTP client stay (max_concurrency and ca_file need a restart).
+    pub fn reload(&self, cfg: &HooksConfig) {
+        *self.settings.write().unwrap() = Arc::new(settings(cfg));
+    }
+
+    /// Hooks not yet sent for status changes so far (0 = all sent or given up on).
+    pub fn outstanding(&self) -> usize {
+        self.outstanding.load(Ordering::Acquire)
+    }
+
+    fn settings(&self) -> Arc<Settings> {
+        self.settings.read().unwrap().clone()
     }
 
     /// The URL and settings of `method` for a session of app `app` (its own settings from
@@ -145,11 +205,31 @@ impl Hooks {
             .hook_for(app, method, session)
     }
 
-    /// One POST: waits for a concurrency permit, then at most the timeout.
-    pub async fn call(&self, url: &str, body: &Value) -> Outcome {
-        let Ok(_permit) = self.sem.acquire().await else {
-            return Outcome::Failed("hook client shut down".into());
+    /// One POST from `class`'s pool; the timeout covers the wait for a slot and the call.
+    pub async fn call(&self, class: Class, url: &str, body: &Value) -> Outcome {
+        let set = self.settings();
+        let pool = match class {
+            Class::Authorize => &self.auth_pool,
+            Class::Notify => &self.notify_pool,
+            Class::KeepAlive => &self.keepalive_pool,
         };
+        match tokio::time::timeout(set.timeout, async {
+            let Ok(_permit) = pool.acquire().await else {
+                return Outcome::Failed("hook client shut down".into());
+            };
+            self.send(&set, url, body).await
+        })
+        .await
+        {
+            Ok(o) => o,
+            Err(_) => Outcome::Failed(format!(
+                "timeout after {} ms (hooks.timeout_ms, waiting for a slot included)",
+                set.timeout.as_millis()
+            )),
+        }
+    }
+
+    async fn send(&self, set: &Settings, url: &str, body: &Value) -> Outcome {
         let bytes = Bytes::from(body.to_string());
         let mut req = match hyper::Request::post(url).body(Full::new(bytes.clone())) {
             Ok(r) => r,
@@ -157,7 +237,7 @@ impl Hooks {
         };
         req.headers_mut()
             .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(k) = &self.secret {
+        if let Some(k) = &set.secret {
             if let Ok(v) = HeaderValue::from_str(&signature(k, &bytes)) {
                 req.headers_mut().insert("X-Signature", v);
             }
@@ -179,11 +259,10 @@ impl Hooks {
                 serde_json::from_slice::<Value>(&body).unwrap_or(Value::Null),
             ))
         };
-        match tokio::time::timeout(self.timeout, fut).await {
-            Err(_) => Outcome::Failed(format!("timeout after {} ms", self.timeout.as_millis())),
-            Ok(Err(e)) => Outcome::Failed(e),
-            Ok(Ok((status, v))) if (200..300).contains(&status) => Outcome::Ok(v),
-            Ok(Ok((status, v))) => Outcome::Rejected {
+        match fut.await {
+            Err(e) => Outcome::Failed(e),
+            Ok((status, v)) if (200..300).contains(&status) => Outcome::Ok(v),
+            Ok((status, v)) => Outcome::Rejected {
                 status,
                 reason: v["reason"].as_str().map(str::to_string),
             },
@@ -205,7 +284,11 @@ impl Hooks {
             return Ok(Value::Null);
         };
         let outcome = self
-            .call(&url, &exclude(obj.clone(), &rc.rest_exclude))
+            .call(
+                Class::Authorize,
+                &url,
+                &exclude(obj.clone(), &rc.rest_exclude),
+            )
             .await;
         match outcome {
             Outcome::Ok(reply) => {
@@ -239,7 +322,18 @@ impl Hooks {
 
     /// Starts the status-event and keep-alive tasks on the current runtime.
     pub fn spawn_background(self: &Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
-        let mut rx = self.core.subscribe_async();
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let outstanding = self.outstanding.clone();
+        // Counted when the change happens (synchronously, on the thread that made it), so a
+        // drain that has just stopped every session sees their hooks as outstanding.
+        self.core.listen(Box::new(move |c| {
+            outstanding.fetch_add(1, Ordering::AcqRel);
+            let ok = tx.send(c.clone()).is_ok();
+            if !ok {
+                outstanding.fetch_sub(1, Ordering::AcqRel);
+            }
+            ok
+        }));
         let me = self.clone();
         let mut stop1 = stop.clone();
         tokio::spawn(async move {
@@ -247,37 +341,50 @@ impl Hooks {
                 tokio::select! {
                     _ = stop1.changed() => return,
                     c = rx.recv() => match c {
-                        Some(c) => me.on_status(c),
+                        Some(c) => {
+                            me.on_status(c);
+                            me.outstanding.fetch_sub(1, Ordering::AcqRel);
+                        }
                         None => return,
                     },
                 }
             }
         });
-        if self.cfg.keep_alive.enabled {
-            let me = self.clone();
-            let mut stop2 = stop;
-            tokio::spawn(async move {
-                let period = Duration::from_millis(me.cfg.keep_alive.interval_ms.max(10));
-                let mut tick =
-                    tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    tokio::select! {
-                        _ = stop2.changed() => return,
-                        _ = tick.tick() => me.keep_alive_round().await,
+        // The keep-alive task always runs and reads its settings each round, so SIGHUP can
+        // turn keep-alives on or off and change their interval.
+        let me = self.clone();
+        let mut stop2 = stop;
+        tokio::spawn(async move {
+            let mut announced = None;
+            loop {
+                let ka = me.settings().keep_alive.clone();
+                if announced.as_ref() != Some(&ka) {
+                    if ka.enabled {
+                        tracing::info!(interval_ms = ka.interval_ms, apps = ?ka.apps, "stream keep-alive enabled");
+                        for w in me.keep_alive_warnings() {
+                            tracing::warn!("{w}");
+                        }
+                    } else if announced.is_some() {
+                        tracing::info!("stream keep-alive disabled");
+                    }
+                    announced = Some(ka.clone());
+                }
+                let period = Duration::from_millis(ka.interval_ms.max(10));
+                tokio::select! {
+                    _ = stop2.changed() => return,
+                    _ = tokio::time::sleep(period) => {
+                        if ka.enabled {
+                            me.keep_alive_round(&ka).await;
+                        }
                     }
                 }
-            });
-            tracing::info!(interval_ms = self.cfg.keep_alive.interval_ms, apps = ?self.cfg.keep_alive.apps, "stream keep-alive enabled");
-            for w in self.keep_alive_warnings() {
-                tracing::warn!("{w}");
             }
-        }
+        });
     }
 
     /// Why keep-alives, though enabled, would not be sent for some listed app.
     pub fn keep_alive_warnings(&self) -> Vec<String> {
-        keep_alive_warnings(&self.core.apps.lock().unwrap(), &self.cfg.keep_alive)
+        keep_alive_warnings(&self.core.apps.lock().unwrap(), &self.settings().keep_alive)
     }
 
     fn on_status(self: &Arc<Self>, c: StatusChange) {
@@ -308,24 +415,49 @@ impl Hooks {
             };
             let me = self.clone();
             let body = exclude(obj.clone(), &rc.rest_exclude);
+            self.outstanding.fetch_add(1, Ordering::AcqRel);
             tokio::spawn(async move {
                 if let o @ (Outcome::Failed(_) | Outcome::Rejected { .. }) =
-                    me.call(&url, &body).await
+                    me.call(Class::Notify, &url, &body).await
                 {
                     tracing::warn!(method = m, %url, outcome = ?o, "notification hook failed");
                 }
+                me.outstanding.fetch_sub(1, Ordering::AcqRel);
             });
         }
     }
 
     /// Sends StreamKeepAliveEvent for every live stream of the configured apps, with the
-    /// stream's current counters.
-    async fn keep_alive_round(self: &Arc<Self>) {
+    /// stream's current counters. A stream whose previous keep-alive is still in flight is
+    /// skipped, and so is the whole round while the keep-alive pool is full; what happened
+    /// is one log line per round (the previous round's outcomes), not one per stream.
+    async fn keep_alive_round(self: &Arc<Self>, ka: &crate::config::KeepAliveConfig) {
+        let take = |a: &AtomicU64| a.swap(0, Ordering::AcqRel);
+        let (ok, refused, failed) = (
+            take(&self.tally.ok),
+            take(&self.tally.refused),
+            take(&self.tally.failed),
+        );
+        if refused + failed > 0 {
+            tracing::warn!(
+                ok,
+                refused,
+                failed,
+                "keep-alive round: some calls were refused (stream terminated) or failed (restOnError decides)"
+            );
+        }
+        if self.keepalive_pool.available_permits() == 0 {
+            tracing::warn!(
+                in_flight = self.pool_size,
+                "keep-alive round skipped: every keep-alive slot is still waiting on the web server (hooks.max_concurrency)"
+            );
+            return;
+        }
         let all: Vec<SessionRecord> = self
             .core
             .find(&Default::default())
             .into_iter()
-            .filter(|r| r.relay.is_none() && self.cfg.keep_alive.apps.contains(&r.app_key))
+            .filter(|r| r.relay.is_none() && ka.apps.contains(&r.app_key))
             .collect();
         if all.is_empty() {
             return;
@@ -335,6 +467,7 @@ impl Hooks {
         let live = tokio::task::spawn_blocking(move || core.live())
             .await
             .unwrap_or_default();
+        let mut busy = 0usize;
         for r in all {
             let Some((url, rc)) = self.hook(
                 &r.app_key,
@@ -350,13 +483,14 @@ impl Hooks {
                 .unwrap()
                 .insert(r.media_session_id.clone())
             {
+                busy += 1;
                 continue;
             }
             let counters: Counters = live.counters.get(&r.id).copied().unwrap_or_default();
             let body = exclude(r.to_json(Some(&counters), false), &rc.rest_exclude);
             let me = self.clone();
             tokio::spawn(async move {
-                let outcome = me.call(&url, &body).await;
+                let outcome = me.call(Class::KeepAlive, &url, &body).await;
                 me.keepalive_inflight
                     .lock()
                     .unwrap()
@@ -366,13 +500,25 @@ impl Hooks {
                     Outcome::Rejected { status: 403, .. } => true,
                     _ => rc.rest_on_error == RestOnError::Fail,
                 };
+                let tally = match &outcome {
+                    Outcome::Ok(_) => &me.tally.ok,
+                    Outcome::Rejected { status: 403, .. } => &me.tally.refused,
+                    _ => &me.tally.failed,
+                };
+                tally.fetch_add(1, Ordering::AcqRel);
                 if stop {
                     tracing::info!(id = %r.media_session_id, name = %r.name, published = r.published, outcome = ?outcome, "keep-alive refused; terminating");
                     me.core.terminate_one(&r.media_session_id, KEEPALIVE_INFO);
                 } else if !matches!(outcome, Outcome::Ok(_)) {
-                    tracing::warn!(id = %r.media_session_id, outcome = ?outcome, "keep-alive failed; keeping stream (restOnError=LOG)");
+                    tracing::debug!(id = %r.media_session_id, outcome = ?outcome, "keep-alive failed; keeping stream (restOnError=LOG)");
                 }
             });
+        }
+        if busy > 0 {
+            tracing::debug!(
+                streams = busy,
+                "keep-alive: streams skipped, their previous call still in flight"
+            );
         }
     }
 }

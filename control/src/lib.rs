@@ -1,5 +1,6 @@
 //! Control plane: configuration, session registry, REST API, and the glue to the engine.
 
+pub mod access;
 pub mod apps;
 pub mod cli;
 pub mod cluster;
@@ -7,8 +8,10 @@ pub mod config;
 pub mod core;
 pub mod h264sps;
 pub mod hooks;
+pub mod lifecycle;
 pub mod listen;
 pub mod metrics;
+pub mod ports;
 pub mod registry;
 pub mod sdp;
 pub mod server;
@@ -16,4 +19,4 @@ pub mod signal;
 pub mod tls;
 
 pub use config::Config;
-pub use server::Server;
+pub use lifecycle::Server;

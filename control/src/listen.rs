@@ -143,7 +143,8 @@ pub fn connection_cap(cfg: &HttpConfig) -> usize {
 /// Serves REST on `listener` (TLS when `tls` is set) until `stop` changes.
 pub async fn serve(
     listener: TcpListener,
-    tls: Option<tokio_rustls::TlsAcceptor>,
+    tls: Option<Arc<std::sync::RwLock<tokio_rustls::TlsAcceptor>>>,
+    kind: crate::access::Listener,
     api: Arc<Api>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
@@ -198,9 +199,14 @@ pub async fn serve(
             }
         };
         let api = api.clone();
-        let tls = tls.clone();
+        // The acceptor in force now (SIGHUP may have replaced the certificate).
+        let tls = tls.as_ref().map(|t| t.read().unwrap().clone());
         let local = stream.local_addr().unwrap_or(addr);
-        let peer = Client { addr, local };
+        let peer = Client {
+            addr,
+            local,
+            listener: kind,
+        };
         let cfg = cfg.clone();
         tokio::task::spawn(async move {
             let _admitted = admitted;

@@ -229,24 +229,89 @@ fn main() {
                 std::process::exit(1)
             });
             tracing::info!(url = %server.base_url(), "mediaserver ready");
-            wait_for_signal();
-            tracing::info!("shutting down");
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+            serve_until_stopped(&server, config.as_deref());
             drop(server);
+            tracing::info!("stopped");
         }
     }
 }
 
-fn wait_for_signal() {
+/// Waits for signals: SIGHUP reloads the config file, SIGTERM/SIGINT drain and return.
+fn serve_until_stopped(server: &Server, config: Option<&std::path::Path>) {
+    use tokio::signal::unix::{signal, SignalKind};
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+        loop {
+            let name = tokio::select! {
+                _ = term.recv() => "SIGTERM",
+                _ = int.recv() => "SIGINT",
+                _ = hup.recv() => {
+                    reload(server, config);
+                    continue;
+                }
+            };
+            let timeout = std::time::Duration::from_millis(server.core.cfg.shutdown_timeout_ms);
+            tracing::info!(
+                signal = name,
+                timeout_ms = timeout.as_millis() as u64,
+                "shutting down: draining sessions"
+            );
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+            let t0 = std::time::Instant::now();
+            let r = server.drain(timeout);
+            let ms = t0.elapsed().as_millis() as u64;
+            if r.sessions_left + r.hooks_left == 0 {
+                tracing::info!(
+                    players = r.players,
+                    publishers = r.publishers,
+                    ms,
+                    "drained: every session stopped and its hooks sent"
+                );
+            } else {
+                tracing::warn!(
+                    players = r.players,
+                    publishers = r.publishers,
+                    sessions_left = r.sessions_left,
+                    hooks_left = r.hooks_left,
+                    ms,
+                    "drain deadline passed (shutdown_timeout_ms): exiting with work left"
+                );
+            }
+            return;
         }
     });
+}
+
+/// SIGHUP: re-reads the config file and applies what can change at run time; a file that
+/// does not load changes nothing.
+fn reload(server: &Server, path: Option<&std::path::Path>) {
+    let _ = sd_notify::notify(&[
+        sd_notify::NotifyState::Reloading,
+        sd_notify::NotifyState::monotonic_usec_now().unwrap_or(sd_notify::NotifyState::Reloading),
+    ]);
+    let text = match path.map(std::fs::read_to_string).transpose() {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: cannot read the config file; nothing changed");
+            let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+            return;
+        }
+    };
+    match Config::load(text.as_deref()).and_then(|cfg| server.reload(&cfg)) {
+        Ok(r) => {
+            tracing::info!(changed = ?r.changed, "SIGHUP: configuration reloaded");
+            if !r.needs_restart.is_empty() {
+                tracing::warn!(settings = ?r.needs_restart, "SIGHUP: these settings changed in the file but need a restart; kept as they were");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "SIGHUP: reload refused; nothing changed"),
+    }
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 }

@@ -11,9 +11,7 @@ use hyper::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};
-use tokio::net::TcpListener;
 
-use crate::config::Config;
 use crate::core::{ApiError, AppsEditError, Core, CreateRequest};
 use crate::registry::{Filter, FilterBody};
 
@@ -123,6 +121,7 @@ pub const OPENAPI: &str = include_str!("../openapi.json");
 pub struct Client {
     pub addr: SocketAddr,
     pub local: SocketAddr,
+    pub listener: crate::access::Listener,
 }
 
 pub struct Api {
@@ -130,6 +129,8 @@ pub struct Api {
     pub hooks: Arc<crate::hooks::Hooks>,
     /// The cluster, when `cluster.enabled`.
     pub cluster: Option<Arc<crate::cluster::Cluster>>,
+    /// The bearer tokens in force (SIGHUP replaces them).
+    pub tokens: std::sync::RwLock<Arc<crate::access::Tokens>>,
 }
 
 impl Api {
@@ -137,21 +138,17 @@ impl Api {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         let query = req.uri().query().unwrap_or("").to_string();
-        if ["/rest-api/", "/whip/", "/whep/"]
-            .iter()
-            .any(|p| path.starts_with(p))
+        let audience = crate::access::audience(method.as_str(), &path);
+        let bearer = crate::access::bearer(
+            req.headers()
+                .get(AUTHORIZATION)
+                .and_then(|h| h.to_str().ok()),
+        );
+        let tokens = self.tokens.read().unwrap().clone();
+        if let Err(e) =
+            crate::access::check(&tokens, audience, peer.listener, peer.addr.ip(), bearer)
         {
-            if let Some(token) = &self.core.cfg.http.token {
-                let ok = req
-                    .headers()
-                    .get(AUTHORIZATION)
-                    .and_then(|h| h.to_str().ok())
-                    .and_then(|h| h.strip_prefix("Bearer "))
-                    .is_some_and(|t| constant_time_eq(t.as_bytes(), token.as_bytes()));
-                if !ok {
-                    return err_resp(ApiError::new(401, "missing or wrong bearer token"));
-                }
-            }
+            return err_resp(e);
         }
         let content_type = req
             .headers()
@@ -199,6 +196,7 @@ impl Api {
             (&Method::POST, "/rest-api/stream/find") => self.find(&body, false).await,
             (&Method::POST, "/rest-api/stream/terminate") => self.terminate(&body).await,
             (&Method::GET, "/health") => Ok(json_resp(200, &json!({"status": "ok"}))),
+            (&Method::GET, "/ready") => Ok(self.ready().await),
             (&Method::GET, "/demo/publish.html") => Ok(html_resp(DEMO_PUBLISH)),
             (&Method::GET, "/demo/play.html") => Ok(html_resp(DEMO_PLAY)),
             (&Method::GET, "/metrics") => self.metrics().await,
@@ -229,6 +227,38 @@ impl Api {
             _ => Err(ApiError::new(404, format!("no route {method} {path}"))),
         };
         r.unwrap_or_else(err_resp)
+    }
+
+    /// 200 when new sessions would be accepted; 503 with the reasons otherwise (draining,
+    /// a shard that does not answer, no free media port).
+    async fn ready(&self) -> Resp {
+        let core = self.core.clone();
+        let stuck = tokio::task::spawn_blocking(move || {
+            core.unresponsive_shards(std::time::Duration::from_secs(1))
+        })
+        .await
+        .unwrap_or_default();
+        let mut reasons = Vec::new();
+        let draining = self.core.is_draining();
+        if draining {
+            reasons.push("draining: the server is shutting down".to_string());
+        }
+        for s in stuck {
+            reasons.push(format!("shard {s} does not answer"));
+        }
+        if self.core.ports_exhausted() {
+            let m = &self.core.cfg.media;
+            reasons.push(format!(
+                "media port pool exhausted (media.port_min..port_max = {}..{})",
+                m.port_min, m.port_max
+            ));
+        }
+        if reasons.is_empty() {
+            json_resp(200, &json!({"status": "ready"}))
+        } else {
+            let status = if draining { "draining" } else { "not ready" };
+            json_resp(503, &json!({"status": status, "reasons": reasons}))
+        }
     }
 
     async fn metrics(&self) -> Result<Resp, ApiError> {
@@ -587,6 +617,9 @@ impl Api {
         client: Client,
     ) -> Result<(crate::registry::SessionRecord, Option<String>), ApiError> {
         crate::core::check_name(&req.name)?;
+        if self.core.is_draining() {
+            return Err(ApiError::new(503, "server is shutting down"));
+        }
         // An unknown app has no hooks; Core::create rejects it with 400.
         let msid = uuid::Uuid::new_v4().to_string();
         let session_id = crate::registry::session_id_for(client.addr, client.local);
@@ -874,10 +907,6 @@ fn percent_encode(s: &str) -> String {
         .collect()
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// Every route the server answers, as (method, path); checked against openapi.yaml in tests.
 pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/rest-api/publish"),
@@ -891,6 +920,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/rest-api/stream/find"),
     ("POST", "/rest-api/stream/terminate"),
     ("GET", "/health"),
+    ("GET", "/ready"),
     ("GET", "/metrics"),
     ("GET", "/openapi.json"),
     ("GET", "/demo/publish.html"),
@@ -902,117 +932,3 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/rest-api/admin/apps/remove_rest_method"),
     ("POST", "/rest-api/admin/apps/remove"),
 ];
-
-/// A running server (engine + REST). Dropping it shuts everything down.
-pub struct Server {
-    pub core: Arc<Core>,
-    pub http_addr: SocketAddr,
-    /// The HTTPS address and the certificate file it serves, when enabled.
-    pub https: Option<(SocketAddr, std::path::PathBuf)>,
-    shutdown: Option<tokio::sync::watch::Sender<bool>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Server {
-    pub fn start(cfg: Config) -> Result<Server, String> {
-        let core = Core::start(cfg.clone()).map_err(|e| format!("start: {e}"))?;
-        let std_listener = std::net::TcpListener::bind(cfg.http.listen)
-            .map_err(|e| format!("http listen on {}: {e}", cfg.http.listen))?;
-        std_listener
-            .set_nonblocking(true)
-            .map_err(|e| e.to_string())?;
-        let http_addr = std_listener.local_addr().map_err(|e| e.to_string())?;
-        let mut https = None;
-        let mut tls_listener = None;
-        if cfg.https.enabled {
-            let (sc, cert) = crate::tls::server_config(&cfg.https, &cfg.auto_cert_dir())?;
-            let l = std::net::TcpListener::bind(cfg.https.listen)
-                .map_err(|e| format!("https listen on {}: {e}", cfg.https.listen))?;
-            l.set_nonblocking(true).map_err(|e| e.to_string())?;
-            https = Some((l.local_addr().map_err(|e| e.to_string())?, cert));
-            tls_listener = Some((l, tokio_rustls::TlsAcceptor::from(sc)));
-        }
-        let (tx, rx) = tokio::sync::watch::channel(false);
-        let hooks = crate::hooks::Hooks::new(core.clone(), &cfg.hooks)?;
-        if cfg.cluster.enabled {
-            cfg.cluster
-                .nats_url
-                .parse::<async_nats::ServerAddr>()
-                .map_err(|e| format!("config: cluster.nats_url `{}`: {e}", cfg.cluster.nats_url))?;
-        }
-        let core2 = core.clone();
-        let thread = std::thread::Builder::new()
-            .name("control".into())
-            .spawn(move || {
-                let rt = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()
-                    .expect("tokio runtime");
-                rt.block_on(async move {
-                    hooks.spawn_background(rx.clone());
-                    let cluster = if core2.cfg.cluster.enabled {
-                        match crate::cluster::Cluster::start(core2.clone()).await {
-                            Ok(c) => {
-                                // Publishers' ends release their directory entries.
-                                let mut crx = core2.subscribe_async();
-                                let c2 = c.clone();
-                                tokio::spawn(async move {
-                                    while let Some(ch) = crx.recv().await {
-                                        c2.on_status(&ch);
-                                    }
-                                });
-                                Some(c)
-                            }
-                            Err(e) => {
-                                tracing::error!(error = %e, "cluster start failed; running without it");
-                                None
-                            }
-                        }
-                    } else {
-                        None
-                    };
-                    let api = Arc::new(Api { core: core2, hooks, cluster: cluster.clone() });
-                    if let Some(c) = &cluster {
-                        tokio::spawn(api.clone().serve_cluster_rest(c.clone()));
-                    }
-                    let listener = TcpListener::from_std(std_listener).expect("listener");
-                    tracing::info!(addr = %http_addr, "REST API listening (http)");
-                    let tls = tls_listener.map(|(l, acc)| {
-                        let l = TcpListener::from_std(l).expect("listener");
-                        tracing::info!(addr = %l.local_addr().unwrap(), "REST API listening (https)");
-                        tokio::task::spawn(crate::listen::serve(l, Some(acc), api.clone(), rx.clone()))
-                    });
-                    crate::listen::serve(listener, None, api, rx).await;
-                    if let Some(t) = tls {
-                        let _ = t.await;
-                    }
-                    if let Some(c) = cluster {
-                        c.leave().await;
-                    }
-                });
-            })
-            .map_err(|e| e.to_string())?;
-        Ok(Server {
-            core,
-            http_addr,
-            https,
-            shutdown: Some(tx),
-            thread: Some(thread),
-        })
-    }
-
-    pub fn base_url(&self) -> String {
-        format!("http://{}", self.http_addr)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Some(tx) = self.shutdown.take() {
-            let _ = tx.send(true);
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}

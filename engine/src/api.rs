@@ -187,6 +187,8 @@ pub enum Fault {
     PanicOnNextPacket(SessionId),
     /// The shard's loop panics: the process must exit non-zero rather than run half-dead.
     PanicShard,
+    /// The shard's loop sleeps this long (a stuck shard: readiness must notice).
+    Stall(std::time::Duration),
 }
 
 /// Events from shards to control.

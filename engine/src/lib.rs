@@ -139,6 +139,29 @@ impl Engine {
         &self.events
     }
 
+    /// Shards whose thread has ended or that do not answer a ping within `timeout`.
+    pub fn unresponsive(&self, timeout: std::time::Duration) -> Vec<usize> {
+        let rxs: Vec<_> = (0..self.shards.len())
+            .map(|i| {
+                let (tx, rx) = crossbeam_channel::bounded(1);
+                self.send(i, Command::Stats { reply: tx });
+                rx
+            })
+            .collect();
+        let deadline = std::time::Instant::now() + timeout;
+        rxs.into_iter()
+            .enumerate()
+            .filter(|(i, rx)| {
+                let ended = self.shards[*i]
+                    .thread
+                    .as_ref()
+                    .is_none_or(|t| t.is_finished());
+                ended || rx.recv_deadline(deadline).is_err()
+            })
+            .map(|(i, _)| i)
+            .collect()
+    }
+
     /// Collects a stats snapshot from every shard.
     pub fn stats(&self) -> Vec<ShardStats> {
         let rxs: Vec<_> = (0..self.shards.len())

@@ -275,6 +275,7 @@ impl Shard {
                 }
             }
             Command::InjectFault(Fault::PanicShard) => panic!("injected shard fault"),
+            Command::InjectFault(Fault::Stall(d)) => std::thread::sleep(d),
             Command::Stats { reply } => {
                 let _ = reply.send(self.stats());
             }
