@@ -39,11 +39,11 @@ fn run_and_log(tag: &str, args: &[&str]) -> String {
         text = std::fs::read_to_string(&log).unwrap_or_default();
     }
     assert!(text.contains("mediaserver ready"), "not ready: {text}");
-    // The REST address from the log line "REST API listening (http)" (port 0 was asked).
+    // The REST address from the log line "mediaserver ready" (port 0 was asked).
     let addr = text
         .lines()
-        .find(|l| l.contains("REST API listening (http)"))
-        .and_then(|l| l.split("127.0.0.1:").nth(1))
+        .find(|l| l.contains("mediaserver ready"))
+        .and_then(|l| l.split("http://127.0.0.1:").nth(1))
         .map(|rest| {
             let port: String = rest.chars().take_while(char::is_ascii_digit).collect();
             format!("127.0.0.1:{port}")

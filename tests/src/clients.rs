@@ -292,3 +292,96 @@ impl WhepPlayer {
             .unwrap_or(111.into())
     }
 }
+
+/// A WHEP (receive-only audio+video) offer as a browser would send it, for signalling-only
+/// checks.
+pub fn whep_offer_sdp() -> String {
+    let mut rtc = Rtc::builder().set_rtp_mode(true).build(Instant::now());
+    rtc.add_local_candidate(Candidate::host("127.0.0.1:9".parse().unwrap(), "udp").unwrap());
+    let mut api = rtc.sdp_api();
+    api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
+    api.add_media(MediaKind::Audio, Direction::RecvOnly, None, None, None);
+    let (offer, _pending) = api.apply().unwrap();
+    offer.to_sdp_string()
+}
+
+/// A network namespace joined to this one by a veth pair: a client inside it reaches the
+/// host at `host_ip` from `ns_ip`, an address that is not loopback. Removed on drop.
+pub struct NetNs {
+    pub name: String,
+    pub host_ip: IpAddr,
+    pub ns_ip: IpAddr,
+    veth: String,
+}
+
+impl NetNs {
+    /// Needs root and iproute2 (`ip`).
+    pub fn create(tag: &str) -> NetNs {
+        let id = std::process::id() % 10000;
+        let name = format!("ms-{tag}-{id}");
+        let veth = format!("v{tag}{id}h");
+        let peer = format!("v{tag}{id}n");
+        let net = 1 + (std::process::id() % 250);
+        let host_ip: IpAddr = format!("10.231.{net}.1").parse().unwrap();
+        let ns_ip: IpAddr = format!("10.231.{net}.2").parse().unwrap();
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip")
+                .args(args)
+                .output()
+                .expect("iproute2 `ip`");
+            assert!(
+                out.status.success(),
+                "ip {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        let _ = Command::new("ip").args(["netns", "del", &name]).output();
+        let _ = Command::new("ip").args(["link", "del", &veth]).output();
+        ip(&["netns", "add", &name]);
+        let me = NetNs {
+            name: name.clone(),
+            host_ip,
+            ns_ip,
+            veth: veth.clone(),
+        };
+        ip(&["link", "add", &veth, "type", "veth", "peer", "name", &peer]);
+        ip(&["link", "set", &peer, "netns", &name]);
+        ip(&["addr", "add", &format!("{host_ip}/30"), "dev", &veth]);
+        ip(&["link", "set", &veth, "up"]);
+        let exec = |args: &[&str]| {
+            let mut a = vec!["netns", "exec", &name, "ip"];
+            a.extend_from_slice(args);
+            ip(&a);
+        };
+        exec(&["addr", "add", &format!("{ns_ip}/30"), "dev", &peer]);
+        exec(&["link", "set", &peer, "up"]);
+        exec(&["link", "set", "lo", "up"]);
+        me
+    }
+
+    /// Runs `curl` inside the namespace; returns (HTTP status, body).
+    pub fn curl(&self, method: &str, url: &str, content_type: &str, body: &str) -> (u16, String) {
+        let out = Command::new("ip")
+            .args([
+                "netns", "exec", &self.name, "curl", "-s", "-m", "10", "-X", method,
+            ])
+            .args(["-H", &format!("Content-Type: {content_type}")])
+            .args(["--data-binary", body, "-w", "\n%{http_code}", url])
+            .output()
+            .expect("curl");
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (code.trim().parse().unwrap_or(0), body.to_string())
+    }
+}
+
+impl Drop for NetNs {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.veth])
+            .output();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
