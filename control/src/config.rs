@@ -214,6 +214,9 @@ pub struct MediaConfig {
     pub pin_cores: bool,
     pub max_sessions: usize,
     pub max_players_per_stream: usize,
+    /// NACK entries per second one player may send towards the publisher (0 = none); past
+    /// it they are dropped and counted (`mediaserver_nacks_dropped_total`).
+    pub nack_rate_per_player: u32,
 }
 
 /// The host name (the default `node_id`); "localhost" when the system has none.

@@ -177,6 +177,10 @@ impl Core {
         let engine = Engine::start(EngineConfig {
             shards: cfg.media.shards,
             pin: cfg.media.pin_cores,
+            shard: engine::ShardConfig {
+                nack_rate_per_player: cfg.media.nack_rate_per_player,
+                ..Default::default()
+            },
             ..Default::default()
         })?;
         let events = engine.events().clone();

@@ -112,5 +112,23 @@ pub fn render(live: &Live, registry_per_shard: &[usize], stopping: usize) -> Str
         "Keyframe requests absorbed by coalescing.",
         &mut per(|c| c.keyframe_requests_coalesced),
     );
+    family(
+        "mediaserver_nacks_forwarded_total",
+        "counter",
+        "NACK entries sent to publishers on players' behalf (after merging).",
+        &mut per(|c| c.nacks_forwarded),
+    );
+    family(
+        "mediaserver_nacks_dropped_total",
+        "counter",
+        "Players' NACK entries dropped past their budget (media.nack_rate_per_player).",
+        &mut per(|c| c.nacks_dropped),
+    );
+    family(
+        "mediaserver_nacks_merged_total",
+        "counter",
+        "Players' NACK entries not forwarded: every packet they name was just asked for.",
+        &mut per(|c| c.nacks_merged),
+    );
     o
 }

@@ -256,6 +256,11 @@ pub struct ShardCounters {
     pub session_panics: u64,
     pub keyframe_requests_sent: u64,
     pub keyframe_requests_coalesced: u64,
+    /// NACK entries sent to publishers; dropped past a player's budget; merged (every packet
+    /// they name was asked for within the merge window).
+    pub nacks_forwarded: u64,
+    pub nacks_dropped: u64,
+    pub nacks_merged: u64,
     pub arena_grows: u64,
     pub recv_rearms: u64,
 }

@@ -118,6 +118,83 @@ impl KeyframeCoalescer {
     }
 }
 
+/// A player's NACK budget: a token bucket of NACK entries (each names up to 17 packets),
+/// `rate` per second with a burst of one second's worth. A player past it (a forged flood,
+/// a broken client) gets its NACKs dropped and counted instead of forwarded.
+#[derive(Debug, Default)]
+pub struct NackBudget {
+    /// Thousandths of a token.
+    milli: u64,
+    last: Option<Instant>,
+}
+
+impl NackBudget {
+    /// Takes one token at `now`; false when the budget is spent (or `rate` is 0: NACKs off).
+    pub fn take(&mut self, now: Instant, rate: u32) -> bool {
+        let cap = u64::from(rate) * 1000;
+        self.milli = match self.last {
+            None => cap,
+            Some(t) => {
+                let us = now.saturating_duration_since(t).as_micros() as u64;
+                (self.milli + us.saturating_mul(u64::from(rate)) / 1000).min(cap)
+            }
+        };
+        self.last = Some(now);
+        if self.milli >= 1000 {
+            self.milli -= 1000;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// Merges NACKs of one stream: a packet asked for within `window` (by any player) is not
+/// asked for again, so N players losing the same packet cost the publisher one request.
+#[derive(Debug)]
+pub struct NackMerger {
+    /// Indexed by sequence number mod 256: (SSRC, sequence number, when asked).
+    asked: Box<[(u32, u16, Option<Instant>); 256]>,
+    window: Duration,
+}
+
+impl NackMerger {
+    pub fn new(window: Duration) -> Self {
+        Self {
+            asked: Box::new([(0, 0, None); 256]),
+            window,
+        }
+    }
+
+    /// The part of NACK (`pid`, `blp`) for `ssrc` not asked for recently, as a NACK entry
+    /// to forward; None when all of it was.
+    pub fn filter(&mut self, now: Instant, ssrc: u32, pid: u16, blp: u16) -> Option<(u16, u16)> {
+        let mut out: Option<(u16, u16)> = None;
+        for bit in 0..17u16 {
+            if bit > 0 && blp & (1 << (bit - 1)) == 0 {
+                continue;
+            }
+            let seq = pid.wrapping_add(bit);
+            let slot = &mut self.asked[usize::from(seq as u8)];
+            let recent = slot.0 == ssrc
+                && slot.1 == seq
+                && slot
+                    .2
+                    .is_some_and(|t| now.saturating_duration_since(t) < self.window);
+            if recent {
+                continue;
+            }
+            *slot = (ssrc, seq, Some(now));
+            out = Some(match out {
+                None => (seq, 0),
+                // Later sequence numbers of the same entry are within 16 of the first kept.
+                Some((first, mask)) => (first, mask | 1 << (seq.wrapping_sub(first) - 1)),
+            });
+        }
+        out
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,6 +270,46 @@ mod tests {
             (n.media_ssrc, n.nacks[0].packet_id, n.nacks[0].lost_packets),
             (5, 9, 3)
         );
+    }
+
+    #[test]
+    fn nack_budget_caps_a_flood_and_refills_at_its_rate() {
+        let t0 = Instant::now();
+        let mut b = NackBudget::default();
+        let sent = (0..1000).filter(|_| b.take(t0, 50)).count();
+        assert_eq!(sent, 50, "one second's burst");
+        assert!(!b.take(t0 + Duration::from_millis(10), 50));
+        assert!(
+            b.take(t0 + Duration::from_millis(21), 50),
+            "one token per 20 ms"
+        );
+        let later = t0 + Duration::from_secs(10);
+        assert_eq!(
+            (0..1000).filter(|_| b.take(later, 50)).count(),
+            50,
+            "burst capped"
+        );
+        assert!(!NackBudget::default().take(t0, 0), "rate 0 = NACKs off");
+    }
+
+    #[test]
+    fn nack_merger_forwards_each_lost_packet_once_per_window() {
+        let t0 = Instant::now();
+        let mut m = NackMerger::new(Duration::from_millis(100));
+        // 10 and 12 lost (pid 10, bit 2 set).
+        assert_eq!(m.filter(t0, 7, 10, 0b10), Some((10, 0b10)));
+        // A second player reports the same: nothing new.
+        assert_eq!(m.filter(t0, 7, 10, 0b10), None);
+        // Another one reports 10, 12, 13: only 13 goes on.
+        assert_eq!(m.filter(t0, 7, 10, 0b110), Some((13, 0)));
+        // Another SSRC is another packet.
+        assert_eq!(m.filter(t0, 8, 10, 0), Some((10, 0)));
+        // After the window, a packet may be asked for again (its retransmission was lost).
+        let later = t0 + Duration::from_millis(150);
+        assert_eq!(m.filter(later, 7, 10, 0b10), Some((10, 0b10)));
+        // Across the wrap.
+        assert_eq!(m.filter(t0, 9, 65535, 0b1), Some((65535, 0b1)));
+        assert_eq!(m.filter(t0, 9, 0, 0), None);
     }
 
     #[test]

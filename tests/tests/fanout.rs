@@ -221,6 +221,126 @@ fn recv_rtcp(sock: &UdpSocket, timeout: Duration) -> Vec<Vec<u8>> {
     out
 }
 
+fn nack(sender: u32, media: u32, pid: u16, blp: u16) -> Vec<u8> {
+    let mut p = vec![0x81, 205, 0, 3];
+    p.extend_from_slice(&sender.to_be_bytes());
+    p.extend_from_slice(&media.to_be_bytes());
+    p.extend_from_slice(&pid.to_be_bytes());
+    p.extend_from_slice(&blp.to_be_bytes());
+    p
+}
+
+#[test]
+fn a_forged_nack_flood_reaches_the_publisher_at_most_at_the_cap_and_is_counted() {
+    let mut cfg = control::Config::for_tests(1);
+    cfg.media.nack_rate_per_player = 20;
+    let srv = start_with(cfg);
+    let base = srv.base_url();
+    let (_, media, _) = publish(&base, "flood");
+    let publisher = UdpSocket::bind("127.0.0.1:0").unwrap();
+    send_stream(&publisher, media, 0xF00D, 100, 1, 0);
+    assert!(wait_until(T, || !find(
+        &base,
+        json!({"name": "flood", "status": "PUBLISHING"})
+    )
+    .is_empty()));
+    let forger = Player::join(&base, "flood", None);
+    let honest = Player::join(&base, "flood", None);
+    send_stream(&publisher, media, 0xF00D, 101, 4, 0);
+    let first = forger.recv(4, T)[0].clone();
+    let h = honest.recv(4, T)[0].clone();
+    let _ = recv_rtcp(&publisher, Duration::from_millis(300)); // join PLIs
+
+    // 5,000 NACKs, each for a different packet (nothing to merge), as fast as they go.
+    let t0 = std::time::Instant::now();
+    for i in 0..5000u16 {
+        let pid = first.seq.wrapping_add(i.wrapping_mul(17));
+        forger
+            .sock
+            .send_to(&nack(1, first.ssrc, pid, 0xFFFF), forger.server)
+            .unwrap();
+    }
+    let got: Vec<Vec<u8>> = recv_rtcp(&publisher, Duration::from_millis(500))
+        .into_iter()
+        .filter(|p| p[1] == 205)
+        .collect();
+    let secs = t0.elapsed().as_secs_f64();
+    // Burst (one second's worth) plus the rate over the flood's whole duration.
+    let cap = 20.0 + 20.0 * secs;
+    eprintln!(
+        "{} NACKs reached the publisher in {secs:.2} s (cap {cap:.0})",
+        got.len()
+    );
+    assert!(!got.is_empty(), "the budget lets some through");
+    assert!(
+        got.len() as f64 <= cap + 1.0,
+        "{} > cap {cap:.0}",
+        got.len()
+    );
+    // Every NACK that reached the server (the kernel may drop some of the flood) is either
+    // forwarded or counted as dropped.
+    let live = srv.core.live();
+    let c = live.shard_counters[0];
+    let nack_in: u64 = live.counters.values().map(|c| c.nack_in).sum();
+    assert_eq!(c.nacks_forwarded, got.len() as u64, "{c:?}");
+    assert_eq!(c.nacks_dropped + c.nacks_forwarded, nack_in, "{c:?}");
+    assert!(nack_in > 1000, "the flood arrived: {nack_in}");
+
+    // The honest player's own budget is untouched: its NACK goes through.
+    honest
+        .sock
+        .send_to(&nack(2, h.ssrc, h.seq.wrapping_add(1), 0), honest.server)
+        .unwrap();
+    let got = recv_rtcp(&publisher, Duration::from_millis(300));
+    assert_eq!(got.iter().filter(|p| p[1] == 205).count(), 1);
+    let text = ureq::get(&format!("{base}/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    assert!(text.contains("mediaserver_nacks_dropped_total"), "{text}");
+}
+
+#[test]
+fn many_players_losing_one_packet_cost_the_publisher_one_nack() {
+    let srv = start(2);
+    let base = srv.base_url();
+    let (_, media, _) = publish(&base, "merge");
+    let publisher = UdpSocket::bind("127.0.0.1:0").unwrap();
+    send_stream(&publisher, media, 0xBEEF, 500, 1, 0);
+    assert!(wait_until(T, || !find(
+        &base,
+        json!({"name": "merge", "status": "PUBLISHING"})
+    )
+    .is_empty()));
+    // Players on both shards: merging holds across the cross-shard hop.
+    let players: Vec<Player> = (0..8)
+        .map(|i| Player::join(&base, "merge", Some(i % 2)))
+        .collect();
+    send_stream(&publisher, media, 0xBEEF, 501, 4, 0);
+    let firsts: Vec<Rtp> = players.iter().map(|p| p.recv(4, T)[0].clone()).collect();
+    let _ = recv_rtcp(&publisher, Duration::from_millis(300));
+    for (p, f) in players.iter().zip(&firsts) {
+        p.sock
+            .send_to(&nack(3, f.ssrc, f.seq.wrapping_add(1), 0), p.server)
+            .unwrap();
+    }
+    let got: Vec<Vec<u8>> = recv_rtcp(&publisher, Duration::from_millis(400))
+        .into_iter()
+        .filter(|p| p[1] == 205)
+        .collect();
+    assert_eq!(got.len(), 1, "8 NACKs for seq 502 merged into one");
+    assert_eq!(u16::from_be_bytes([got[0][12], got[0][13]]), 502);
+    let merged: u64 = srv
+        .core
+        .live()
+        .shard_counters
+        .iter()
+        .map(|c| c.nacks_merged)
+        .sum();
+    assert_eq!(merged, 7);
+}
+
 #[test]
 fn keyframe_requests_are_coalesced_and_nacks_translated() {
     let srv = start(2);
@@ -270,11 +390,7 @@ fn keyframe_requests_are_coalesced_and_nacks_translated() {
 
     // A NACK for the player's second packet reaches the publisher as seq 1002 of its SSRC.
     let p = &players[0];
-    let mut nack = vec![0x81, 205, 0, 3];
-    nack.extend_from_slice(&1u32.to_be_bytes());
-    nack.extend_from_slice(&firsts[0].ssrc.to_be_bytes());
-    nack.extend_from_slice(&firsts[0].seq.wrapping_add(1).to_be_bytes());
-    nack.extend_from_slice(&0u16.to_be_bytes());
+    let nack = nack(1, firsts[0].ssrc, firsts[0].seq.wrapping_add(1), 0);
     p.sock.send_to(&nack, p.server).unwrap();
     let got = recv_rtcp(&publisher, Duration::from_millis(500));
     assert_eq!(got.len(), 1);

@@ -40,6 +40,11 @@ pub struct ShardConfig {
     pub send_slots: usize,
     pub keyframe_interval: Duration,
     pub arena_chunk: usize,
+    /// NACK entries per second a player may send upstream (0 = none); past it they are
+    /// dropped and counted.
+    pub nack_rate_per_player: u32,
+    /// A packet NACKed by any player is not asked for again within this window.
+    pub nack_merge_window: Duration,
 }
 
 impl Default for ShardConfig {
@@ -51,6 +56,8 @@ impl Default for ShardConfig {
             send_slots: 8192,
             keyframe_interval: Duration::from_millis(500),
             arena_chunk: 256 * 1024,
+            nack_rate_per_player: 50,
+            nack_merge_window: Duration::from_millis(100),
         }
     }
 }

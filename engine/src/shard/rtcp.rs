@@ -19,6 +19,10 @@ impl Shard {
         let mut n_nacks = 0;
         let rewriter = &s.rewriter;
         let counters = &mut s.counters;
+        let budget = &mut s.nack_budget;
+        let rate = self.cfg.nack_rate_per_player;
+        let shard_counters = &mut self.counters;
+        let now = Instant::now();
         feedback::for_each_feedback(data, |f| match f {
             Feedback::Keyframe { .. } => {
                 counters.pli_in += 1;
@@ -30,7 +34,9 @@ impl Shard {
                 blp,
             } => {
                 counters.nack_in += 1;
-                if let Some((src, spid)) = rewriter.to_source(media_ssrc, pid) {
+                if !budget.take(now, rate) {
+                    shard_counters.nacks_dropped += 1;
+                } else if let Some((src, spid)) = rewriter.to_source(media_ssrc, pid) {
                     if n_nacks < nacks.len() {
                         nacks[n_nacks] = (src, spid, blp);
                         n_nacks += 1;
@@ -134,10 +140,21 @@ impl Shard {
             // str0m recovers losses on the browser's leg itself; raw RTCP would not be SRTCP.
             return;
         }
+        let window = self.cfg.nack_merge_window;
+        let merged = self.streams.get_mut(&stream).and_then(|ls| {
+            ls.nacks
+                .get_or_insert_with(|| feedback::NackMerger::new(window))
+                .filter(Instant::now(), ssrc, pid, blp)
+        });
+        let Some((pid, blp)) = merged else {
+            self.counters.nacks_merged += 1;
+            return;
+        };
         let leg = self.sessions[p]
             .as_ref()
             .and_then(|s| s.legs.iter().position(|l| l.last_ssrc == Some(ssrc)))
             .unwrap_or(0);
+        self.counters.nacks_forwarded += 1;
         self.send_control(p, leg, &feedback::build_nack(ssrc, pid, blp));
     }
 }

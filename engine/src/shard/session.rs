@@ -63,6 +63,8 @@ pub(super) struct Session {
     pub(super) timeouts: Timeouts,
     pub(super) created: Instant,
     pub(super) last_media: Instant,
+    /// Players: how many NACKs may still go upstream (see [`NackBudget`]).
+    pub(super) nack_budget: crate::feedback::NackBudget,
 }
 
 impl Session {
@@ -87,6 +89,8 @@ pub(super) struct LocalStream {
     pub(super) routes: Vec<usize>,
     pub(super) publisher_shard: Option<usize>,
     pub(super) keyframes: Option<KeyframeCoalescer>,
+    /// Publisher's shard: NACKs asked upstream recently (made at the first NACK).
+    pub(super) nacks: Option<crate::feedback::NackMerger>,
 }
 
 impl LocalStream {
@@ -172,6 +176,7 @@ impl Shard {
             active: false,
             closing: false,
             fault: false,
+            nack_budget: Default::default(),
         };
         let idx = match self.free_sessions.pop() {
             Some(i) => {
