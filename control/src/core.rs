@@ -462,6 +462,7 @@ impl Core {
                 kind: l.kind,
                 socket,
                 peer: l.peer,
+                source_ip: l.source_ip,
                 payload_types: l.payload_types.clone(),
                 pt_map: l.pt_map.clone(),
                 h264_payload_types: l.h264.clone(),

@@ -362,6 +362,10 @@ impl Api {
             req.video_codec = req.video_codec.or(vc);
             req.legs = p.legs.clone();
             req.media = media;
+            let own = [self.core.cfg.media.public_ip, self.core.cfg.media.bind];
+            for l in &mut req.legs {
+                l.source_ip = latch_address(l.source_ip, b.source, &own);
+            }
         }
         let (rec, _) = self.create(req, client).await?;
         let mut reply = self.session_reply(&rec);
@@ -792,6 +796,20 @@ impl Api {
 
 /// The SSRC the player session `id` receives a publisher payload type as (the engine's
 /// rewriter assigns it), for the `a=ssrc` lines of its SDP.
+/// The only address a publisher's leg latches a source from: `source`'s when the request
+/// names one, else the offer's `c=` address, unless that is unspecified (0.0.0.0) or this
+/// server's own address (an SDP written for the destination, as ffmpeg's `-sdp_file`).
+fn latch_address(
+    offer_c: Option<std::net::IpAddr>,
+    source: Option<SocketAddr>,
+    own: &[std::net::IpAddr],
+) -> Option<std::net::IpAddr> {
+    if let Some(s) = source {
+        return Some(s.ip());
+    }
+    offer_c.filter(|ip| !ip.is_unspecified() && !own.contains(ip))
+}
+
 fn player_ssrc(id: engine::SessionId) -> impl Fn(u8) -> u32 {
     let seed = engine::rewrite::player_seed(id);
     move |pt| engine::rewrite::out_ssrc_for(seed, pt)

@@ -16,6 +16,8 @@ pub struct LegSpec {
     pub kind: LegKind,
     /// Players: where to send. Publishers: `None` (the first authenticated packet latches).
     pub peer: Option<SocketAddr>,
+    /// Publishers: latch only a source at this address (the offer's c=, or `source`).
+    pub source_ip: Option<IpAddr>,
     /// Players: the publisher's payload types this leg carries (empty = all).
     pub payload_types: Vec<u8>,
     /// Players: publisher payload type -> the number the player negotiated.
@@ -61,6 +63,7 @@ impl PublishPlan {
             let srtp_out = m.answer_keys()?;
             legs.push(LegSpec {
                 kind: leg_kind(m.kind),
+                source_ip: offer.media_address(i),
                 srtp_in: m.crypto.as_ref().map(|c| c.keys.clone()),
                 srtp_out,
                 h264: m
@@ -194,6 +197,7 @@ impl PlayPlan {
                 srtp_in: m.crypto.as_ref().map(|c| c.keys.clone()),
                 srtp_out,
                 h264: Vec::new(),
+                source_ip: None,
             });
             answered.push((i, pts.into_iter().map(|(_, q)| q).collect()));
         }

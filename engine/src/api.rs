@@ -124,6 +124,8 @@ pub struct NewLeg {
     /// Players: where to send media. Publishers: the expected source, or `None` to latch the
     /// first valid RTP packet's source (comedia).
     pub peer: Option<SocketAddr>,
+    /// Publishers without `peer`: latch only a source with this address (any port).
+    pub source_ip: Option<std::net::IpAddr>,
     /// Players: payload types this leg carries (empty = all). Publishers: ignored.
     pub payload_types: Vec<u8>,
     /// Players: (publisher payload type, payload type this player negotiated) pairs.
@@ -144,6 +146,7 @@ impl NewLeg {
             kind: LegKind::Any,
             socket,
             peer,
+            source_ip: None,
             payload_types: Vec::new(),
             pt_map: Vec::new(),
             h264_payload_types: Vec::new(),

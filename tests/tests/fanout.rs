@@ -400,3 +400,48 @@ fn keyframe_requests_are_coalesced_and_nacks_translated() {
     let pli_in: u64 = srv.core.live().counters.values().map(|c| c.pli_in).sum();
     assert_eq!(pli_in, 6);
 }
+
+#[test]
+fn a_stranger_cannot_latch_a_publisher_whose_offer_names_its_address() {
+    let srv = start(1);
+    let base = srv.base_url();
+    // The publisher says (c=) it sends from 127.0.0.5; the server announces 127.0.0.1.
+    let offer = "v=0\r\no=- 0 0 IN IP4 127.0.0.5\r\ns=cam\r\nc=IN IP4 127.0.0.5\r\nt=0 0\r\n\
+                 m=video 9 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=sendonly\r\n";
+    let (st, v) = post(
+        &base,
+        "/rest-api/publish",
+        json!({"name": "guarded", "sdp": offer}),
+    );
+    assert_eq!(st, 200, "{v}");
+    let media = std::net::SocketAddr::from(([127, 0, 0, 1], v["port"].as_u64().unwrap() as u16));
+    let player = Player::join(&base, "guarded", None);
+
+    // A stranger on another address gets there first: nothing is latched or forwarded.
+    let stranger = UdpSocket::bind("127.0.0.1:0").unwrap();
+    send_stream(&stranger, media, 0x5157, 1, 5, 9);
+    assert!(player.recv(1, Duration::from_millis(300)).is_empty());
+    assert!(wait_until(T, || srv.core.live().shard_counters[0]
+        .dropped_unknown_source
+        >= 5));
+    assert_eq!(
+        find(&base, json!({"name": "guarded"}))
+            .iter()
+            .find(|s| s["published"] == true)
+            .unwrap()["status"],
+        "PENDING"
+    );
+
+    // The real publisher, from the address its offer named, latches and is delivered.
+    let real = UdpSocket::bind("127.0.0.5:0").unwrap();
+    send_stream(&real, media, 0xCA11, 1, 5, 1);
+    let got = player.recv(5, T);
+    assert_eq!(got.len(), 5);
+    assert!(
+        got.iter().all(|p| p.payload[0] == 1),
+        "only the real publisher's packets"
+    );
+    // The stranger stays out after the latch too.
+    send_stream(&stranger, media, 0x5157, 6, 5, 9);
+    assert!(player.recv(1, Duration::from_millis(300)).is_empty());
+}

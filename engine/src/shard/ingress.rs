@@ -48,7 +48,11 @@ impl Shard {
             Some(p) if p == src => {}
             // Comedia: the first RTP packet decides who the publisher is (for SRTP, only
             // once it authenticates, so a forged packet cannot hijack the leg).
-            None if s.role == Role::Publisher && !rtcp && rtp::parse_rtp(data).is_ok() => {}
+            // With a known source address only that host may be latched.
+            None if s.role == Role::Publisher
+                && !rtcp
+                && l.source_ip.is_none_or(|ip| ip == src.ip())
+                && rtp::parse_rtp(data).is_ok() => {}
             _ => {
                 self.counters.dropped_unknown_source += 1;
                 s.counters.dropped += 1;

@@ -22,6 +22,8 @@ pub(super) struct Leg {
     pub(super) socket: UdpSocket,
     pub(super) peer: Option<SocketAddr>,
     pub(super) peer_raw: Option<RawAddr>,
+    /// Publishers: the only address a source may be latched from, when known.
+    pub(super) source_ip: Option<std::net::IpAddr>,
     pub(super) kind: LegKind,
     /// Players: payload types carried (empty = all).
     pub(super) pts: Vec<u8>,
@@ -123,6 +125,7 @@ impl Shard {
                     socket: l.socket,
                     peer: l.peer,
                     peer_raw: l.peer.map(RawAddr::new),
+                    source_ip: l.source_ip,
                     kind: l.kind,
                     pts: l.payload_types,
                     srtp_in: l.srtp_in,
