@@ -8,6 +8,11 @@ need=()
 command -v ffmpeg >/dev/null || need+=(ffmpeg)
 # The cluster tests run a real NATS server (JetStream).
 command -v nats-server >/dev/null || need+=(nats-server)
+# /metrics is checked with Prometheus's own linter (promtool); the access test puts a client
+# in a network namespace (iproute2) and calls the server from there with curl.
+command -v promtool >/dev/null || need+=(prometheus)
+command -v ip >/dev/null || need+=(iproute2)
+command -v curl >/dev/null || need+=(curl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${need[*]} (Debian packages) for the end-to-end tests"
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo

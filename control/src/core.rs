@@ -102,6 +102,8 @@ pub fn now_ms() -> u64 {
 
 pub struct Core {
     pub cfg: Config,
+    /// Hook and REST figures (`/metrics`).
+    pub metrics: crate::metrics::Metrics,
     pub apps: Mutex<Apps>,
     /// Held across an admin change to the apps and its write to the state file, so changes
     /// are persisted in the order they are applied (the `apps` lock is not held during I/O).
@@ -188,6 +190,7 @@ impl Core {
         let core = Arc::new(Core {
             apps: Mutex::new(apps),
             apps_write: Mutex::new(()),
+            metrics: Default::default(),
             reg: Mutex::new(Registry::new(
                 cfg.media.max_sessions,
                 cfg.media.max_players_per_stream,
@@ -662,6 +665,51 @@ impl Core {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Media ports held by sessions (live or being released), and the pool's size.
+    pub fn port_usage(&self) -> (u64, u64) {
+        let live: usize = self
+            .reg
+            .lock()
+            .unwrap()
+            .find(&Filter {
+                all: true,
+                relay: RelayMatch::Any,
+                ..Default::default()
+            })
+            .iter()
+            .map(|r| r.ports.len())
+            .sum();
+        let stopping: usize = self
+            .stopping
+            .lock()
+            .unwrap()
+            .values()
+            .map(|r| r.ports.len())
+            .sum();
+        let total = self.ports.lock().unwrap().span() as u64;
+        ((live + stopping) as u64, total)
+    }
+
+    /// Live sessions by (kind, status), for `/metrics`.
+    pub fn session_kinds(&self) -> Vec<((&'static str, &'static str), u64)> {
+        let mut m: std::collections::BTreeMap<(&'static str, &'static str), u64> =
+            Default::default();
+        for r in self.reg.lock().unwrap().find(&Filter {
+            all: true,
+            relay: RelayMatch::Any,
+            ..Default::default()
+        }) {
+            let kind = match (r.published, r.relay.is_some()) {
+                (true, false) => "publisher",
+                (false, false) => "player",
+                (true, true) => "relay_publisher",
+                (false, true) => "relay_player",
+            };
+            *m.entry((kind, r.status.as_str())).or_default() += 1;
+        }
+        m.into_iter().collect()
     }
 
     /// The last port bind found the media port range full.

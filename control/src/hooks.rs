@@ -213,7 +213,8 @@ impl Hooks {
             Class::Notify => &self.notify_pool,
             Class::KeepAlive => &self.keepalive_pool,
         };
-        match tokio::time::timeout(set.timeout, async {
+        let t0 = std::time::Instant::now();
+        let o = match tokio::time::timeout(set.timeout, async {
             let Ok(_permit) = pool.acquire().await else {
                 return Outcome::Failed("hook client shut down".into());
             };
@@ -226,7 +227,18 @@ impl Hooks {
                 "timeout after {} ms (hooks.timeout_ms, waiting for a slot included)",
                 set.timeout.as_millis()
             )),
-        }
+        };
+        // Hook URLs are `<app URL>/<method>`.
+        let method = url.rsplit('/').next().unwrap_or("");
+        let outcome = match o {
+            Outcome::Ok(_) => "ok",
+            Outcome::Rejected { .. } => "rejected",
+            Outcome::Failed(_) => "failed",
+        };
+        self.core
+            .metrics
+            .hook_call(method, outcome, t0.elapsed().as_secs_f64());
+        o
     }
 
     async fn send(&self, set: &Settings, url: &str, body: &Value) -> Outcome {

@@ -135,6 +135,20 @@ pub struct Api {
 
 impl Api {
     pub(crate) async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: Client) -> Resp {
+        let t0 = std::time::Instant::now();
+        let method = req.method().to_string();
+        let route = route_of(req.uri().path());
+        let resp = self.clone().route(req, peer).await;
+        self.core.metrics.http_request(
+            route,
+            &method,
+            resp.status().as_u16(),
+            t0.elapsed().as_secs_f64(),
+        );
+        resp
+    }
+
+    async fn route(self: Arc<Self>, req: Request<Incoming>, peer: Client) -> Resp {
         let method = req.method().clone();
         let path = req.uri().path().to_string();
         let query = req.uri().query().unwrap_or("").to_string();
@@ -264,18 +278,24 @@ impl Api {
     async fn metrics(&self) -> Result<Resp, ApiError> {
         let core = self.core.clone();
         let text = tokio::task::spawn_blocking(move || {
-            crate::metrics::render(
-                &core.live(),
-                &core.registry_per_shard(),
-                core.stopping_count(),
-            )
+            let (ports_used, ports_total) = core.port_usage();
+            let snap = crate::metrics::Snapshot {
+                live: core.live(),
+                registry_per_shard: core.registry_per_shard(),
+                stopping: core.stopping_count(),
+                sessions: core.session_kinds(),
+                ports_used,
+                ports_total,
+                draining: core.is_draining(),
+            };
+            crate::metrics::render(&core.metrics, snap)
         })
         .await
         .map_err(|e| ApiError::new(500, format!("metrics: {e}")))?;
         let mut r = Response::new(Full::new(Bytes::from(text)));
         r.headers_mut().insert(
             CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+            HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
         );
         Ok(r)
     }
@@ -925,6 +945,24 @@ fn percent_encode(s: &str) -> String {
         .collect()
 }
 
+/// The route pattern of `path` (ROUTES' form, `{name}` for parameters), for metrics labels:
+/// raw paths would make a label value per stream. "other" when none matches.
+fn route_of(path: &str) -> &'static str {
+    let seg = |p: &str| p.split('/').filter(|s| !s.is_empty()).count();
+    ROUTES
+        .iter()
+        .map(|(_, r)| *r)
+        .find(|r| {
+            if !r.contains('{') {
+                return *r == path;
+            }
+            let prefix = &r[..r.find('{').unwrap_or(0)];
+            let suffix = if r.ends_with(".sdp") { ".sdp" } else { "" };
+            path.starts_with(prefix) && path.ends_with(suffix) && seg(path) == seg(r)
+        })
+        .unwrap_or("other")
+}
+
 /// Every route the server answers, as (method, path); checked against openapi.yaml in tests.
 pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/rest-api/publish"),
@@ -950,3 +988,28 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/rest-api/admin/apps/remove_rest_method"),
     ("POST", "/rest-api/admin/apps/remove"),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::route_of;
+
+    #[test]
+    fn metrics_routes_are_patterns_never_raw_paths() {
+        assert_eq!(route_of("/rest-api/publish"), "/rest-api/publish");
+        assert_eq!(route_of("/whip/cam1"), "/whip/{name}");
+        assert_eq!(
+            route_of("/whep/cam1/abc-123"),
+            "/whep/{name}/{mediaSessionId}"
+        );
+        assert_eq!(
+            route_of("/rest-api/stream/cam.sdp"),
+            "/rest-api/stream/{name}.sdp"
+        );
+        assert_eq!(
+            route_of("/rest-api/stream/find_all"),
+            "/rest-api/stream/find_all"
+        );
+        assert_eq!(route_of("/no/such/thing"), "other");
+        assert_eq!(route_of("/whip/a/b/c"), "other");
+    }
+}

@@ -432,14 +432,56 @@ fn metrics_and_openapi() {
     let total = |name: &str| -> u64 {
         text.lines()
             .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-            .map(|l| l.rsplit(' ').next().unwrap().parse::<u64>().unwrap())
+            .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap() as u64)
             .sum()
     };
     assert_eq!(total("mediaserver_shard_sessions{"), 2);
     assert_eq!(total("mediaserver_registry_sessions{"), 2);
-    assert_eq!(total("mediaserver_packets_out_total{"), 5);
-    assert!(text.contains("# TYPE mediaserver_dropped_total counter"));
-    assert!(text.contains(r#"mediaserver_dropped_total{shard="0",reason="unknown_source"}"#));
+    assert_eq!(total("mediaserver_sent_packets_total{"), 5);
+    assert!(text.contains("# TYPE mediaserver_dropped_packets_total counter"));
+    assert!(
+        text.contains(r#"mediaserver_dropped_packets_total{shard="0",reason="unknown_source"}"#)
+    );
+    assert_eq!(
+        total(r#"mediaserver_sessions{kind="publisher",status="PUBLISHING"}"#),
+        1
+    );
+    assert_eq!(
+        total(r#"mediaserver_sessions{kind="player",status="PLAYING"}"#),
+        1
+    );
+    // One publisher leg and one player leg hold a port each.
+    assert_eq!(total(r#"mediaserver_media_ports{state="used"}"#), 2);
+    assert!(
+        total(
+            r#"mediaserver_http_requests_total{route="/rest-api/play",method="POST",status="200"}"#
+        ) >= 1,
+        "{text}"
+    );
+    assert!(total("process_open_fds") > 0);
+    assert!(text.contains("mediaserver_build_info{version="));
+    // Prometheus's own linter accepts the exposition (tests/run.sh installs promtool).
+    let mut child = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package prometheus; tests/run.sh installs it)");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let spec: Value = ureq::get(&format!("{base}/openapi.json"))
         .call()
         .unwrap()
