@@ -13,6 +13,8 @@ command -v nats-server >/dev/null || need+=(nats-server)
 command -v promtool >/dev/null || need+=(prometheus)
 command -v ip >/dev/null || need+=(iproute2)
 command -v curl >/dev/null || need+=(curl)
+# The TLS reload test makes certificates and reads the served one with the openssl CLI.
+command -v openssl >/dev/null || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${need[*]} (Debian packages) for the end-to-end tests"
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo

@@ -217,6 +217,9 @@ pub struct MediaConfig {
     /// NACK entries per second one player may send towards the publisher (0 = none); past
     /// it they are dropped and counted (`mediaserver_nacks_dropped_total`).
     pub nack_rate_per_player: u32,
+    /// A plain-RTP/SRTP publisher whose SDP offer names its address (c=) latches a source
+    /// only from that address. Off for publishers behind NAT that write their private one.
+    pub latch_offer_address: bool,
 }
 
 /// The host name (the default `node_id`); "localhost" when the system has none.

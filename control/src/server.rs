@@ -383,8 +383,9 @@ impl Api {
             req.legs = p.legs.clone();
             req.media = media;
             let own = [self.core.cfg.media.public_ip, self.core.cfg.media.bind];
+            let by_offer = self.core.cfg.media.latch_offer_address;
             for l in &mut req.legs {
-                l.source_ip = latch_address(l.source_ip, b.source, &own);
+                l.source_ip = latch_address(l.source_ip.filter(|_| by_offer), b.source, &own);
             }
         }
         let (rec, _) = self.create(req, client).await?;

@@ -213,3 +213,80 @@ fn sighup_reloads_apps_and_tokens_and_refuses_a_broken_file() {
         .unwrap()
         .is_some()));
 }
+
+/// A self-signed certificate for `cn` written to `dir/cert.pem` and `dir/key.pem`.
+fn make_cert(dir: &std::path::Path, cn: &str) {
+    let out = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", &format!("/CN={cn}")])
+        .arg("-keyout")
+        .arg(dir.join("key.pem"))
+        .arg("-out")
+        .arg(dir.join("cert.pem"))
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The subject of the certificate served at `addr`.
+fn served_subject(addr: &str) -> String {
+    let s = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl s_client -connect {addr} </dev/null 2>/dev/null | openssl x509 -noout -subject"
+        ))
+        .output()
+        .expect("openssl");
+    String::from_utf8_lossy(&s.stdout).trim().to_string()
+}
+
+#[test]
+fn sighup_swaps_the_tls_certificate_for_new_connections() {
+    let dir = tmp("tls");
+    make_cert(&dir, "first.example");
+    let conf = write_config(&dir, 23700, 100, "");
+    let text = std::fs::read_to_string(&conf).unwrap().replace(
+        "[https]\nenabled = false\n",
+        &format!(
+            "[https]\nenabled = true\nlisten = \"127.0.0.1:0\"\ncert = \"{0}/cert.pem\"\nkey = \"{0}/key.pem\"\n",
+            dir.display()
+        ),
+    );
+    std::fs::write(&conf, text).unwrap();
+    let node = start(&dir, &conf);
+    let mut https = String::new();
+    assert!(wait(Duration::from_secs(5), || {
+        https = node
+            .log()
+            .lines()
+            .find(|l| l.contains("REST API listening (https)"))
+            .and_then(|l| l.split("addr=").nth(1))
+            .map(|a| a.split_whitespace().next().unwrap_or("").to_string())
+            .unwrap_or_default();
+        !https.is_empty()
+    }));
+    assert!(
+        served_subject(&https).contains("first.example"),
+        "{}",
+        served_subject(&https)
+    );
+    make_cert(&dir, "second.example");
+    node.signal(libc::SIGHUP);
+    assert!(wait(Duration::from_secs(5), || node
+        .log()
+        .contains("SIGHUP: configuration reloaded")));
+    assert!(node.log().contains("tls"), "{}", node.log());
+    let subject = served_subject(&https);
+    assert!(subject.contains("second.example"), "{subject}");
+}

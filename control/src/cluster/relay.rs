@@ -223,6 +223,10 @@ impl Cluster {
             (plan.legs, m)
         };
         for l in &mut legs {
+            // The origin's c= is its publisher's address, not the upstream node's: relay
+            // media comes from the upstream, latched like any publisher (SRTP relays only
+            // once a packet authenticates with this relay's fresh keys).
+            l.source_ip = None;
             l.srtp_in = keys.as_ref().map(|k| k.0.clone());
             l.srtp_out = keys.as_ref().map(|k| k.1.clone());
         }
