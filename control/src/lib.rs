@@ -11,6 +11,7 @@ pub mod hooks;
 pub mod lifecycle;
 pub mod listen;
 pub mod metrics;
+pub mod operator;
 pub mod ports;
 pub mod registry;
 pub mod sdp;
