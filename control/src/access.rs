@@ -60,11 +60,14 @@ pub struct Tokens {
 }
 
 /// Allowed, or why not (401 wrong/missing token, 403 not for this client or listener).
+/// `forwarded`: the request carries `Forwarded` / `X-Forwarded-For`, i.e. a proxy on this
+/// host relays it for someone else, so a loopback peer address says nothing about the client.
 pub fn check(
     tokens: &Tokens,
     audience: Audience,
     listener: Listener,
     peer: IpAddr,
+    forwarded: bool,
     bearer: Option<&str>,
 ) -> Result<(), ApiError> {
     let matches = |want: &Option<String>| {
@@ -97,12 +100,14 @@ pub fn check(
                     401,
                     "missing or wrong bearer token (http.token)",
                 )),
-                None if listener == Listener::Control || is_loopback(peer) => Ok(()),
+                None if listener == Listener::Control || (is_loopback(peer) && !forwarded) => {
+                    Ok(())
+                }
                 None => Err(ApiError::new(
                     403,
-                    "the control API answers only loopback clients while http.token is unset; \
-                     set http.token (and send it as a bearer token) or http.control_listen to \
-                     open it",
+                    "the control API answers only loopback clients (not requests relayed by a \
+                     proxy) while http.token is unset; set http.token (and send it as a bearer \
+                     token) or http.control_listen to open it",
                 )),
             }
         }
@@ -166,17 +171,33 @@ mod tests {
     #[test]
     fn without_a_token_the_control_api_is_loopback_only_and_public_routes_open() {
         let t = Tokens::default();
-        let c = |peer| status(check(&t, Audience::Control, Listener::Main, peer, None));
+        let c = |peer| {
+            status(check(
+                &t,
+                Audience::Control,
+                Listener::Main,
+                peer,
+                false,
+                None,
+            ))
+        };
         assert_eq!(c(LO), 200);
         assert_eq!(c(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)), 200);
         assert_eq!(c("::ffff:127.0.0.1".parse().unwrap()), 200);
         assert_eq!(c(FAR), 403);
         assert_eq!(c("::ffff:10.0.0.1".parse().unwrap()), 403);
         assert_eq!(
-            status(check(&t, Audience::Public, Listener::Main, FAR, None)),
+            status(check(
+                &t,
+                Audience::Public,
+                Listener::Main,
+                FAR,
+                false,
+                None
+            )),
             200
         );
-        let e = check(&t, Audience::Control, Listener::Main, FAR, None).unwrap_err();
+        let e = check(&t, Audience::Control, Listener::Main, FAR, false, None).unwrap_err();
         assert!(e.message.contains("http.token"), "{}", e.message);
     }
 
@@ -187,13 +208,20 @@ mod tests {
             public: Some("pub".into()),
             control_listener: None,
         };
-        let c = |a, b| status(check(&t, a, Listener::Main, FAR, b));
+        let c = |a, b| status(check(&t, a, Listener::Main, FAR, false, b));
         assert_eq!(c(Audience::Control, Some("op")), 200);
         assert_eq!(c(Audience::Control, Some("pub")), 401);
         assert_eq!(c(Audience::Control, None), 401);
         // With a token, loopback is no exception.
         assert_eq!(
-            status(check(&t, Audience::Control, Listener::Main, LO, None)),
+            status(check(
+                &t,
+                Audience::Control,
+                Listener::Main,
+                LO,
+                false,
+                None
+            )),
             401
         );
         assert_eq!(c(Audience::Public, Some("pub")), 200);
@@ -210,11 +238,25 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            status(check(&t, Audience::Control, Listener::Main, LO, None)),
+            status(check(
+                &t,
+                Audience::Control,
+                Listener::Main,
+                LO,
+                false,
+                None
+            )),
             403
         );
         assert_eq!(
-            status(check(&t, Audience::Control, Listener::Control, FAR, None)),
+            status(check(
+                &t,
+                Audience::Control,
+                Listener::Control,
+                FAR,
+                false,
+                None
+            )),
             200
         );
         let t = Tokens {
@@ -222,7 +264,14 @@ mod tests {
             ..t
         };
         assert_eq!(
-            status(check(&t, Audience::Control, Listener::Control, FAR, None)),
+            status(check(
+                &t,
+                Audience::Control,
+                Listener::Control,
+                FAR,
+                false,
+                None
+            )),
             401
         );
         assert_eq!(
@@ -231,8 +280,22 @@ mod tests {
                 Audience::Control,
                 Listener::Control,
                 FAR,
+                false,
                 Some("op")
             )),
+            200
+        );
+    }
+
+    #[test]
+    fn a_request_relayed_by_a_local_proxy_is_not_a_loopback_client() {
+        let t = Tokens::default();
+        assert_eq!(
+            status(check(&t, Audience::Control, Listener::Main, LO, true, None)),
+            403
+        );
+        assert_eq!(
+            status(check(&t, Audience::Public, Listener::Main, LO, true, None)),
             200
         );
     }

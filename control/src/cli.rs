@@ -201,7 +201,8 @@ pub fn parse<S: AsRef<str>>(words: &[S]) -> Result<Command, String> {
 /// The REST base URL of the server a config describes: `http://<http.listen>`, with a
 /// wildcard listen address (0.0.0.0, ::) replaced by 127.0.0.1.
 pub fn server_url_from_config(cfg: &Config) -> String {
-    let mut a: SocketAddr = cfg.http.listen;
+    // The control API lives on http.control_listen when one is configured.
+    let mut a: SocketAddr = cfg.http.control_listen.unwrap_or(cfg.http.listen);
     if a.ip().is_unspecified() {
         a.set_ip(IpAddr::V4(Ipv4Addr::LOCALHOST));
     }

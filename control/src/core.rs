@@ -830,6 +830,7 @@ impl Core {
             }
             Event::Removed { id } => {
                 self.stopping.lock().unwrap().remove(&id);
+                self.ports.lock().unwrap().released();
             }
         }
     }

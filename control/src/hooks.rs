@@ -228,6 +228,32 @@ impl Hooks {
                 set.timeout.as_millis()
             )),
         };
+        self.record(url, &o, t0);
+        o
+    }
+
+    /// One POST on a slot the caller already holds (keep-alive rounds take theirs up front,
+    /// so a stream never fails for want of a local slot).
+    async fn call_on_slot(
+        &self,
+        _slot: tokio::sync::OwnedSemaphorePermit,
+        url: &str,
+        body: &Value,
+    ) -> Outcome {
+        let set = self.settings();
+        let t0 = std::time::Instant::now();
+        let o = match tokio::time::timeout(set.timeout, self.send(&set, url, body)).await {
+            Ok(o) => o,
+            Err(_) => Outcome::Failed(format!(
+                "timeout after {} ms (hooks.timeout_ms)",
+                set.timeout.as_millis()
+            )),
+        };
+        self.record(url, &o, t0);
+        o
+    }
+
+    fn record(&self, url: &str, o: &Outcome, t0: std::time::Instant) {
         // Hook URLs are `<app URL>/<method>`.
         let method = url.rsplit('/').next().unwrap_or("");
         let outcome = match o {
@@ -238,7 +264,6 @@ impl Hooks {
         self.core
             .metrics
             .hook_call(method, outcome, t0.elapsed().as_secs_f64());
-        o
     }
 
     async fn send(&self, set: &Settings, url: &str, body: &Value) -> Outcome {
@@ -336,8 +361,8 @@ impl Hooks {
     pub fn spawn_background(self: &Arc<Self>, stop: tokio::sync::watch::Receiver<bool>) {
         let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
         let outstanding = self.outstanding.clone();
-        // Counted when the change happens (synchronously, on the thread that made it), so a
-        // drain that has just stopped every session sees their hooks as outstanding.
+        // Counted inside Core::notify, before the event that releases the session is handled
+        // (see docs/lifecycle.md): a drain that waits for both sees no gap.
         self.core.listen(Box::new(move |c| {
             outstanding.fetch_add(1, Ordering::AcqRel);
             let ok = tx.send(c.clone()).is_ok();
@@ -489,20 +514,30 @@ impl Hooks {
                 continue;
             };
             // One keep-alive per stream in flight: a hanging web server does not pile them up.
-            if !self
+            if self
                 .keepalive_inflight
                 .lock()
                 .unwrap()
-                .insert(r.media_session_id.clone())
+                .contains(&r.media_session_id)
             {
                 busy += 1;
                 continue;
             }
+            // A slot now or the stream waits for the next round: only the web server's
+            // answers (or its silence past the timeout) can fail a stream.
+            let Ok(slot) = self.keepalive_pool.clone().try_acquire_owned() else {
+                busy += 1;
+                continue;
+            };
+            self.keepalive_inflight
+                .lock()
+                .unwrap()
+                .insert(r.media_session_id.clone());
             let counters: Counters = live.counters.get(&r.id).copied().unwrap_or_default();
             let body = exclude(r.to_json(Some(&counters), false), &rc.rest_exclude);
             let me = self.clone();
             tokio::spawn(async move {
-                let outcome = me.call(Class::KeepAlive, &url, &body).await;
+                let outcome = me.call_on_slot(slot, &url, &body).await;
                 me.keepalive_inflight
                     .lock()
                     .unwrap()
@@ -529,7 +564,7 @@ impl Hooks {
         if busy > 0 {
             tracing::debug!(
                 streams = busy,
-                "keep-alive: streams skipped, their previous call still in flight"
+                "keep-alive: streams skipped this round (previous call in flight, or no free slot)"
             );
         }
     }

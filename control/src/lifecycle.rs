@@ -184,7 +184,17 @@ impl Server {
                 (p + 1, q)
             }
         });
+        let all = Filter {
+            all: true,
+            relay: RelayMatch::Any,
+            ..Default::default()
+        };
         loop {
+            // A create that passed its draining check before the flag was set may register
+            // its session only now: it is stopped like the others.
+            if self.core.session_count() > 0 {
+                self.core.terminate(&all, SHUTDOWN_INFO);
+            }
             let sessions_left = self.core.session_count() + self.core.stopping_count();
             let hooks_left = self.hooks.outstanding();
             if (sessions_left == 0 && hooks_left == 0) || Instant::now() >= deadline {
@@ -204,8 +214,9 @@ impl Server {
     pub fn reload(&self, cfg: &Config) -> Result<ReloadReport, String> {
         let old = &self.core.cfg;
         let tls = match (&self.tls, cfg.https.enabled) {
+            // The generated certificate stays where it is (data_dir needs a restart).
             (Some(_), true) => Some(
-                crate::tls::server_config(&cfg.https, &cfg.auto_cert_dir())
+                crate::tls::server_config(&cfg.https, &old.auto_cert_dir())
                     .map_err(|e| format!("TLS: {e}"))?
                     .0,
             ),
@@ -218,9 +229,15 @@ impl Server {
         r.changed.push("apps");
         self.hooks.reload(&cfg.hooks);
         r.changed.push("hooks");
-        if let Some(api) = self.api.get() {
-            *api.tokens.write().unwrap() = Arc::new(tokens(cfg, self.control_addr));
-            r.changed.push("tokens");
+        match self.api.get() {
+            Some(api) => {
+                *api.tokens.write().unwrap() = Arc::new(tokens(cfg, self.control_addr));
+                r.changed.push("tokens");
+            }
+            // Only while the control thread is still starting (the cluster's first connect).
+            None => r
+                .needs_restart
+                .push("http.token / public_token (server still starting: send SIGHUP again)"),
         }
         if let (Some(acc), Some(sc)) = (&self.tls, tls) {
             *acc.write().unwrap() = tokio_rustls::TlsAcceptor::from(sc);
@@ -254,6 +271,38 @@ impl Server {
                 differs(
                     format!("{}{:?}", old.hooks.max_concurrency, old.hooks.ca_file),
                     format!("{}{:?}", cfg.hooks.max_concurrency, cfg.hooks.ca_file),
+                ),
+            ),
+            (
+                "http limits (max_body, timeouts, connection caps, max_header_bytes)",
+                differs(
+                    format!(
+                        "{} {} {} {} {} {} {}",
+                        old.http.max_body,
+                        old.http.header_timeout_ms,
+                        old.http.body_timeout_ms,
+                        old.http.tls_handshake_timeout_ms,
+                        old.http.max_header_bytes,
+                        old.http.max_connections,
+                        old.http.max_connections_per_ip
+                    ),
+                    format!(
+                        "{} {} {} {} {} {} {}",
+                        cfg.http.max_body,
+                        cfg.http.header_timeout_ms,
+                        cfg.http.body_timeout_ms,
+                        cfg.http.tls_handshake_timeout_ms,
+                        cfg.http.max_header_bytes,
+                        cfg.http.max_connections,
+                        cfg.http.max_connections_per_ip
+                    ),
+                ),
+            ),
+            (
+                "shutdown_timeout_ms / https.auto_cert_dir",
+                differs(
+                    format!("{} {:?}", old.shutdown_timeout_ms, old.https.auto_cert_dir),
+                    format!("{} {:?}", cfg.shutdown_timeout_ms, cfg.https.auto_cert_dir),
                 ),
             ),
             (

@@ -224,69 +224,109 @@ fn main() {
                      move media.port_min/port_max below the ephemeral range or narrow it"
                 );
             }
+            // Handlers first: a SIGHUP (systemctl reload) right after READY must not kill us.
+            let signals = Signals::install();
             let server = Server::start(cfg).unwrap_or_else(|e| {
                 eprintln!("error: {e}");
                 std::process::exit(1)
             });
             tracing::info!(url = %server.base_url(), "mediaserver ready");
             let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
-            serve_until_stopped(&server, config.as_deref());
+            serve_until_stopped(signals, &server, config.as_deref());
             drop(server);
             tracing::info!("stopped");
         }
     }
 }
 
-/// Waits for signals: SIGHUP reloads the config file, SIGTERM/SIGINT drain and return.
-fn serve_until_stopped(server: &Server, config: Option<&std::path::Path>) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    rt.block_on(async {
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-        let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+/// The signal streams, registered before the server starts (a signal that arrives during
+/// start-up waits in its stream instead of taking its default action).
+struct Signals {
+    rt: tokio::runtime::Runtime,
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let (term, int, hup) = rt.block_on(async {
+            (
+                signal(SignalKind::terminate()).expect("SIGTERM handler"),
+                signal(SignalKind::interrupt()).expect("SIGINT handler"),
+                signal(SignalKind::hangup()).expect("SIGHUP handler"),
+            )
+        });
+        Signals { rt, term, int, hup }
+    }
+}
+
+/// Waits for signals: SIGHUP reloads the config file, SIGTERM/SIGINT drain and return. A
+/// second SIGTERM/SIGINT during the drain exits at once (status 1).
+fn serve_until_stopped(sig: Signals, server: &Server, config: Option<&std::path::Path>) {
+    let Signals {
+        rt,
+        mut term,
+        mut int,
+        mut hup,
+    } = sig;
+    let name = rt.block_on(async {
         loop {
-            let name = tokio::select! {
-                _ = term.recv() => "SIGTERM",
-                _ = int.recv() => "SIGINT",
-                _ = hup.recv() => {
-                    reload(server, config);
-                    continue;
-                }
-            };
-            let timeout = std::time::Duration::from_millis(server.core.cfg.shutdown_timeout_ms);
-            tracing::info!(
-                signal = name,
-                timeout_ms = timeout.as_millis() as u64,
-                "shutting down: draining sessions"
-            );
-            let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
-            let t0 = std::time::Instant::now();
-            let r = server.drain(timeout);
-            let ms = t0.elapsed().as_millis() as u64;
-            if r.sessions_left + r.hooks_left == 0 {
-                tracing::info!(
-                    players = r.players,
-                    publishers = r.publishers,
-                    ms,
-                    "drained: every session stopped and its hooks sent"
-                );
-            } else {
-                tracing::warn!(
-                    players = r.players,
-                    publishers = r.publishers,
-                    sessions_left = r.sessions_left,
-                    hooks_left = r.hooks_left,
-                    ms,
-                    "drain deadline passed (shutdown_timeout_ms): exiting with work left"
-                );
+            tokio::select! {
+                _ = term.recv() => return "SIGTERM",
+                _ = int.recv() => return "SIGINT",
+                _ = hup.recv() => reload(server, config),
             }
-            return;
         }
     });
+    let timeout = std::time::Duration::from_millis(server.core.cfg.shutdown_timeout_ms);
+    tracing::info!(
+        signal = name,
+        timeout_ms = timeout.as_millis() as u64,
+        "shutting down: draining sessions (send the signal again to exit at once)"
+    );
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    let t0 = std::time::Instant::now();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let r = std::thread::scope(|s| {
+        s.spawn(move || {
+            let _ = tx.send(server.drain(timeout));
+        });
+        rt.block_on(async {
+            tokio::select! {
+                r = rx => r.ok(),
+                _ = term.recv() => None,
+                _ = int.recv() => None,
+            }
+        })
+        .unwrap_or_else(|| {
+            tracing::warn!("second signal during the drain: exiting now");
+            std::process::exit(1)
+        })
+    });
+    let ms = t0.elapsed().as_millis() as u64;
+    if r.sessions_left + r.hooks_left == 0 {
+        tracing::info!(
+            players = r.players,
+            publishers = r.publishers,
+            ms,
+            "drained: every session stopped and its hooks sent"
+        );
+    } else {
+        tracing::warn!(
+            players = r.players,
+            publishers = r.publishers,
+            sessions_left = r.sessions_left,
+            hooks_left = r.hooks_left,
+            ms,
+            "drain deadline passed (shutdown_timeout_ms): exiting with work left"
+        );
+    }
 }
 
 /// SIGHUP: re-reads the config file and applies what can change at run time; a file that

@@ -1,9 +1,11 @@
 //! The media port pool: UDP ports for sessions, one socket per leg.
 //!
-//! A port is picked at random in the range (then the next free one after it), not in
-//! sequence: a stranger who sees one session's port cannot guess the next one, and a spray
-//! over the range has to cover it all to find a PENDING plain-RTP publisher (which latches
-//! only its expected source anyway when it has one, see `core`).
+//! Ports are not handed out in sequence: the pool walks the range with a random stride
+//! coprime to its size, from a random start. Consecutive sessions get far-apart ports (a
+//! stranger who sees one cannot guess the next, and a spray has to cover the range to find
+//! a PENDING plain-RTP publisher), and the walk is a full cycle, so a port just freed is
+//! reused last, as with a sequential allocator (a sender that has not noticed its session
+//! ended keeps hitting a closed port rather than latching the next publisher).
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 
@@ -13,19 +15,40 @@ use socket2::{Domain, Protocol, Socket, Type};
 pub struct PortPool {
     min: u16,
     max: u16,
-    rng: ring::rand::SystemRandom,
+    /// Offset of the next port to try, and the stride of the walk.
+    next: u32,
+    stride: u32,
     /// The last bind found no free port (cleared by the next one that succeeds): `/ready`.
     exhausted: bool,
 }
 
 impl PortPool {
     pub fn new(min: u16, max: u16) -> PortPool {
+        let max = max.max(min);
+        let span = u32::from(max - min) + 1;
+        let rng = ring::rand::SystemRandom::new();
+        let mut b = [0u8; 8];
+        // The system RNG does not fail on Linux; a fixed start and stride are still correct.
+        let _ = rng.fill(&mut b);
+        let r = u64::from_ne_bytes(b);
+        let next = (r % u64::from(span)) as u32;
+        // A stride in the middle third of the range, coprime with its size.
+        let mut stride = (span / 3 + ((r >> 32) as u32) % (span / 3).max(1)).max(1);
+        while gcd(stride, span) != 1 {
+            stride += 1;
+        }
         PortPool {
             min,
-            max: max.max(min),
-            rng: ring::rand::SystemRandom::new(),
+            max,
+            next,
+            stride: stride % span.max(1),
             exhausted: false,
         }
+    }
+
+    /// A session ended: its ports are free again (readiness stops saying "exhausted").
+    pub fn released(&mut self) {
+        self.exhausted = false;
     }
 
     pub fn span(&self) -> usize {
@@ -36,33 +59,35 @@ impl PortPool {
         self.exhausted
     }
 
-    /// A random starting point in the range.
-    fn start(&self) -> u16 {
-        let mut b = [0u8; 4];
-        let r = match self.rng.fill(&mut b) {
-            Ok(()) => u32::from_ne_bytes(b),
-            // The system RNG does not fail on Linux; a fixed start is still correct.
-            Err(_) => 0,
-        };
-        self.min + (r % self.span() as u32) as u16
-    }
-
-    /// Binds a free port in the range, starting at a random one.
+    /// Binds the next free port of the walk. Only "in use" moves on to the next port; any
+    /// other error (out of descriptors, a bad address) is returned at once.
     pub fn bind(&mut self, ip: IpAddr, publisher: bool) -> std::io::Result<UdpSocket> {
-        let mut port = self.start();
-        let mut last_err = None;
-        for _ in 0..self.span() {
+        let span = self.span() as u32;
+        for _ in 0..span {
+            let port = self.min + self.next as u16;
+            self.next = (self.next + self.stride) % span;
             match bind_udp(SocketAddr::new(ip, port), publisher) {
                 Ok(s) => {
                     self.exhausted = false;
                     return Ok(s);
                 }
-                Err(e) => last_err = Some(e),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {}
+                Err(e) => return Err(e),
             }
-            port = if port >= self.max { self.min } else { port + 1 };
         }
         self.exhausted = true;
-        Err(last_err.unwrap_or_else(|| std::io::Error::other("empty port range")))
+        Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            "every port of the range is in use",
+        ))
+    }
+}
+
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
     }
 }
 
@@ -102,6 +127,31 @@ mod tests {
         // Random starts: 19 consecutive pairs would all be +1 in sequence; by chance a few.
         assert!(sequential < 10, "{ports:?}");
         assert!(!pool.exhausted());
+    }
+
+    #[test]
+    fn the_walk_visits_every_port_before_reusing_one() {
+        for (min, max) in [
+            (20300u16, 20399u16),
+            (20400, 20400),
+            (20500, 20563),
+            (65500, 65535),
+        ] {
+            let mut pool = PortPool::new(min, max);
+            let span = pool.span() as u32;
+            let mut seen = std::collections::BTreeSet::new();
+            for _ in 0..span {
+                seen.insert(pool.min + pool.next as u16);
+                pool.next = (pool.next + pool.stride) % span;
+            }
+            assert_eq!(
+                seen.len() as u32,
+                span,
+                "{min}-{max} stride {}",
+                pool.stride
+            );
+            assert!(seen.iter().all(|p| (min..=max).contains(p)));
+        }
     }
 
     #[test]

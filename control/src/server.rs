@@ -118,12 +118,20 @@ pub struct Api {
 impl Api {
     pub(crate) async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: Client) -> Resp {
         let t0 = std::time::Instant::now();
-        let method = req.method().to_string();
+        // A bounded label set: hyper accepts any token as a method.
+        let method = match *req.method() {
+            Method::GET => "GET",
+            Method::POST => "POST",
+            Method::DELETE => "DELETE",
+            Method::OPTIONS => "OPTIONS",
+            Method::HEAD => "HEAD",
+            _ => "other",
+        };
         let route = route_of(req.uri().path());
         let resp = self.clone().route(req, peer).await;
         self.core.metrics.http_request(
             route,
-            &method,
+            method,
             resp.status().as_u16(),
             t0.elapsed().as_secs_f64(),
         );
@@ -141,9 +149,16 @@ impl Api {
                 .and_then(|h| h.to_str().ok()),
         );
         let tokens = self.tokens.read().unwrap().clone();
-        if let Err(e) =
-            crate::access::check(&tokens, audience, peer.listener, peer.addr.ip(), bearer)
-        {
+        let forwarded = req.headers().contains_key("forwarded")
+            || req.headers().contains_key("x-forwarded-for");
+        if let Err(e) = crate::access::check(
+            &tokens,
+            audience,
+            peer.listener,
+            peer.addr.ip(),
+            forwarded,
+            bearer,
+        ) {
             return err_resp(e);
         }
         let content_type = req
@@ -180,8 +195,8 @@ impl Api {
                     .await
             }
             (&Method::DELETE, p) if webrtc_path(p).is_some_and(|(_, _, id)| id.is_some()) => {
-                let (kind, _, id) = webrtc_path(p).expect("matched");
-                self.webrtc_delete(kind, &id.expect("matched"))
+                let (kind, name, id) = webrtc_path(p).expect("matched");
+                self.webrtc_delete(kind, &name, &id.expect("matched"))
             }
             (&Method::POST, "/rest-api/play") => self.play(&body, peer).await,
             (&Method::GET, p) if p.starts_with("/rest-api/stream/") && p.ends_with(".sdp") => {
@@ -255,7 +270,19 @@ impl Api {
             req.video_codec = req.video_codec.or(vc);
             req.legs = p.legs.clone();
             req.media = media;
-            let own = [self.core.cfg.media.public_ip, self.core.cfg.media.bind];
+            // This server's own addresses: what it announces and binds, what the client
+            // reached, and loopback for a client that is not on this host.
+            let mut own = vec![
+                self.core.cfg.media.public_ip,
+                self.core.cfg.media.bind,
+                client.local.ip().to_canonical(),
+            ];
+            if !client.addr.ip().to_canonical().is_loopback() {
+                own.extend([
+                    "127.0.0.1".parse::<std::net::IpAddr>().unwrap(),
+                    "::1".parse().unwrap(),
+                ]);
+            }
             let by_offer = self.core.cfg.media.latch_offer_address;
             for l in &mut req.legs {
                 l.source_ip = latch_address(l.source_ip.filter(|_| by_offer), b.source, &own);
@@ -467,12 +494,25 @@ impl Api {
     }
 
     /// `DELETE` on a WHIP/WHEP resource ends that session.
-    fn webrtc_delete(&self, kind: &str, id: &str) -> Result<Resp, ApiError> {
+    /// DELETE of a WHIP/WHEP resource URL: ends that session only. The URL's kind and name
+    /// must match it (the route is public: it must not stop RTP sessions, relays or
+    /// another stream's sessions by id).
+    fn webrtc_delete(&self, kind: &str, name: &str, id: &str) -> Result<Resp, ApiError> {
         let info = if kind == "whip" {
             "Stopped by WHIP DELETE"
         } else {
             "Stopped by WHEP DELETE"
         };
+        let f = Filter {
+            media_session_ids: Some([id.to_string()].into()),
+            ..Default::default()
+        };
+        let matches = self.core.find(&f).iter().any(|r| {
+            r.webrtc && r.relay.is_none() && r.name == name && r.published == (kind == "whip")
+        });
+        if !matches {
+            return Err(ApiError::new(404, "Stream not found"));
+        }
         match self.core.terminate_one(id, info) {
             Some(_) => Ok(json_resp(200, &json!({"terminated": [id]}))),
             None => Err(ApiError::new(404, "Stream not found")),
@@ -699,9 +739,9 @@ fn latch_address(
     own: &[std::net::IpAddr],
 ) -> Option<std::net::IpAddr> {
     if let Some(s) = source {
-        return Some(s.ip());
+        return Some(s.ip().to_canonical());
     }
-    offer_c.filter(|ip| !ip.is_unspecified() && !own.contains(ip))
+    offer_c.filter(|ip| !ip.is_unspecified() && !own.contains(&ip.to_canonical()))
 }
 
 fn player_ssrc(id: engine::SessionId) -> impl Fn(u8) -> u32 {

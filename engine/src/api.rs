@@ -178,6 +178,10 @@ pub enum Command {
     Stats {
         reply: crossbeam_channel::Sender<ShardStats>,
     },
+    /// Liveness: the shard answers at once (readiness checks; no snapshot built).
+    Ping {
+        reply: crossbeam_channel::Sender<()>,
+    },
     /// For robustness tests: make a bug happen where production code would hit one.
     InjectFault(Fault),
     Shutdown,

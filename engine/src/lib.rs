@@ -144,7 +144,7 @@ impl Engine {
         let rxs: Vec<_> = (0..self.shards.len())
             .map(|i| {
                 let (tx, rx) = crossbeam_channel::bounded(1);
-                self.send(i, Command::Stats { reply: tx });
+                self.send(i, Command::Ping { reply: tx });
                 rx
             })
             .collect();

@@ -317,11 +317,14 @@ pub struct NetNs {
 impl NetNs {
     /// Needs root and iproute2 (`ip`).
     pub fn create(tag: &str) -> NetNs {
+        // Namespaces of one test process (tests run in parallel) get their own subnets.
+        static N: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let id = std::process::id() % 10000;
         let name = format!("ms-{tag}-{id}");
         let veth = format!("v{tag}{id}h");
         let peer = format!("v{tag}{id}n");
-        let net = 1 + (std::process::id() % 250);
+        let net = (std::process::id() * 8 + n) % 250 + 1;
         let host_ip: IpAddr = format!("10.231.{net}.1").parse().unwrap();
         let ns_ip: IpAddr = format!("10.231.{net}.2").parse().unwrap();
         let ip = |args: &[&str]| {

@@ -51,7 +51,7 @@ impl Shard {
             // With a known source address only that host may be latched.
             None if s.role == Role::Publisher
                 && !rtcp
-                && l.source_ip.is_none_or(|ip| ip == src.ip())
+                && l.source_ip.is_none_or(|ip| ip == src.ip().to_canonical())
                 && rtp::parse_rtp(data).is_ok() => {}
             _ => {
                 self.counters.dropped_unknown_source += 1;

@@ -283,6 +283,9 @@ impl Shard {
             }
             Command::InjectFault(Fault::PanicShard) => panic!("injected shard fault"),
             Command::InjectFault(Fault::Stall(d)) => std::thread::sleep(d),
+            Command::Ping { reply } => {
+                let _ = reply.send(());
+            }
             Command::Stats { reply } => {
                 let _ = reply.send(self.stats());
             }

@@ -34,13 +34,14 @@ impl Shard {
                 blp,
             } => {
                 counters.nack_in += 1;
-                if !budget.take(now, rate) {
-                    shard_counters.nacks_dropped += 1;
-                } else if let Some((src, spid)) = rewriter.to_source(media_ssrc, pid) {
-                    if n_nacks < nacks.len() {
+                // Entries past the 8 handled per packet, or naming an unknown SSRC, are
+                // dropped too; only those that would go upstream take from the budget.
+                match rewriter.to_source(media_ssrc, pid) {
+                    Some((src, spid)) if n_nacks < nacks.len() && budget.take(now, rate) => {
                         nacks[n_nacks] = (src, spid, blp);
                         n_nacks += 1;
                     }
+                    _ => shard_counters.nacks_dropped += 1,
                 }
             }
         });
