@@ -140,8 +140,17 @@ mod tests {
     const LO: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 9));
     const FAR: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 1, 2, 3));
 
-    fn status(r: Result<(), ApiError>) -> u16 {
-        r.map(|_| 200).unwrap_or_else(|e| e.status)
+    fn status(
+        t: &Tokens,
+        a: Audience,
+        l: Listener,
+        peer: IpAddr,
+        forwarded: bool,
+        bearer: Option<&str>,
+    ) -> u16 {
+        check(t, a, l, peer, forwarded, bearer)
+            .map(|_| 200)
+            .unwrap_or_else(|e| e.status)
     }
 
     #[test]
@@ -171,30 +180,14 @@ mod tests {
     #[test]
     fn without_a_token_the_control_api_is_loopback_only_and_public_routes_open() {
         let t = Tokens::default();
-        let c = |peer| {
-            status(check(
-                &t,
-                Audience::Control,
-                Listener::Main,
-                peer,
-                false,
-                None,
-            ))
-        };
+        let c = |peer| status(&t, Audience::Control, Listener::Main, peer, false, None);
         assert_eq!(c(LO), 200);
         assert_eq!(c(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)), 200);
         assert_eq!(c("::ffff:127.0.0.1".parse().unwrap()), 200);
         assert_eq!(c(FAR), 403);
         assert_eq!(c("::ffff:10.0.0.1".parse().unwrap()), 403);
         assert_eq!(
-            status(check(
-                &t,
-                Audience::Public,
-                Listener::Main,
-                FAR,
-                false,
-                None
-            )),
+            status(&t, Audience::Public, Listener::Main, FAR, false, None),
             200
         );
         let e = check(&t, Audience::Control, Listener::Main, FAR, false, None).unwrap_err();
@@ -208,20 +201,13 @@ mod tests {
             public: Some("pub".into()),
             control_listener: None,
         };
-        let c = |a, b| status(check(&t, a, Listener::Main, FAR, false, b));
+        let c = |a, b| status(&t, a, Listener::Main, FAR, false, b);
         assert_eq!(c(Audience::Control, Some("op")), 200);
         assert_eq!(c(Audience::Control, Some("pub")), 401);
         assert_eq!(c(Audience::Control, None), 401);
         // With a token, loopback is no exception.
         assert_eq!(
-            status(check(
-                &t,
-                Audience::Control,
-                Listener::Main,
-                LO,
-                false,
-                None
-            )),
+            status(&t, Audience::Control, Listener::Main, LO, false, None),
             401
         );
         assert_eq!(c(Audience::Public, Some("pub")), 200);
@@ -238,25 +224,11 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            status(check(
-                &t,
-                Audience::Control,
-                Listener::Main,
-                LO,
-                false,
-                None
-            )),
+            status(&t, Audience::Control, Listener::Main, LO, false, None),
             403
         );
         assert_eq!(
-            status(check(
-                &t,
-                Audience::Control,
-                Listener::Control,
-                FAR,
-                false,
-                None
-            )),
+            status(&t, Audience::Control, Listener::Control, FAR, false, None),
             200
         );
         let t = Tokens {
@@ -264,25 +236,18 @@ mod tests {
             ..t
         };
         assert_eq!(
-            status(check(
-                &t,
-                Audience::Control,
-                Listener::Control,
-                FAR,
-                false,
-                None
-            )),
+            status(&t, Audience::Control, Listener::Control, FAR, false, None),
             401
         );
         assert_eq!(
-            status(check(
+            status(
                 &t,
                 Audience::Control,
                 Listener::Control,
                 FAR,
                 false,
                 Some("op")
-            )),
+            ),
             200
         );
     }
@@ -291,11 +256,11 @@ mod tests {
     fn a_request_relayed_by_a_local_proxy_is_not_a_loopback_client() {
         let t = Tokens::default();
         assert_eq!(
-            status(check(&t, Audience::Control, Listener::Main, LO, true, None)),
+            status(&t, Audience::Control, Listener::Main, LO, true, None),
             403
         );
         assert_eq!(
-            status(check(&t, Audience::Public, Listener::Main, LO, true, None)),
+            status(&t, Audience::Public, Listener::Main, LO, true, None),
             200
         );
     }

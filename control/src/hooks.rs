@@ -46,15 +46,14 @@ pub enum Outcome {
 /// Fields a web server may overwrite with `restPolicy = OVERWRITE`.
 pub const OVERWRITABLE: &[&str] = &["name", "hasAudio", "hasVideo", "audioCodec", "videoCodec"];
 
-/// Which pool a call takes its slot from.
+/// Which pool a call takes its slot from (keep-alive rounds take theirs up front, see
+/// `call_on_slot`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class {
     /// connect, publishStream, playStream: a client waits on these.
     Authorize,
     /// StreamStatusEvent, unPublishStream, stopStream.
     Notify,
-    /// StreamKeepAliveEvent.
-    KeepAlive,
 }
 
 /// What SIGHUP may change.
@@ -211,7 +210,6 @@ impl Hooks {
         let pool = match class {
             Class::Authorize => &self.auth_pool,
             Class::Notify => &self.notify_pool,
-            Class::KeepAlive => &self.keepalive_pool,
         };
         let t0 = std::time::Instant::now();
         let o = match tokio::time::timeout(set.timeout, async {

@@ -165,35 +165,24 @@ impl Server {
             relay: RelayMatch::Any,
             ..Default::default()
         };
-        let players = self.core.terminate(&of(false), SHUTDOWN_INFO).len();
-        let publishers = self.core.terminate(&of(true), SHUTDOWN_INFO).len();
-        // Players a publisher's stop ends on their own, or sessions created while the above
-        // ran, end here too.
-        let rest = self.core.terminate(
-            &Filter {
-                all: true,
-                relay: RelayMatch::Any,
-                ..Default::default()
-            },
-            SHUTDOWN_INFO,
-        );
-        let (players, publishers) = rest.iter().fold((players, publishers), |(p, q), r| {
-            if r.published {
-                (p, q + 1)
-            } else {
-                (p + 1, q)
-            }
-        });
+        let mut players = self.core.terminate(&of(false), SHUTDOWN_INFO).len();
+        let mut publishers = self.core.terminate(&of(true), SHUTDOWN_INFO).len();
         let all = Filter {
             all: true,
             relay: RelayMatch::Any,
             ..Default::default()
         };
         loop {
-            // A create that passed its draining check before the flag was set may register
-            // its session only now: it is stopped like the others.
+            // Whatever is still registered ends too: a create that passed its draining check
+            // before the flag was set may register its session only now.
             if self.core.session_count() > 0 {
-                self.core.terminate(&all, SHUTDOWN_INFO);
+                for r in self.core.terminate(&all, SHUTDOWN_INFO) {
+                    *if r.published {
+                        &mut publishers
+                    } else {
+                        &mut players
+                    } += 1;
+                }
             }
             let sessions_left = self.core.session_count() + self.core.stopping_count();
             let hooks_left = self.hooks.outstanding();

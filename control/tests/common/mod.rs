@@ -156,8 +156,14 @@ pub fn write_config(dir: &Path, ports: u16, span: u16, extra: &str) -> PathBuf {
 
 /// Starts the binary on `conf` and waits for its REST address in the log.
 pub fn start(dir: &Path, conf: &Path) -> Node {
+    start_with_args(dir, conf, &[])
+}
+
+/// [`start`] with global options before `run` (e.g. `--log-format json`).
+pub fn start_with_args(dir: &Path, conf: &Path, args: &[&str]) -> Node {
     let log = dir.join("server.log");
     let child = Command::new(BIN)
+        .args(args)
         .args(["run", "--config", conf.to_str().unwrap()])
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
