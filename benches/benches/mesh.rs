@@ -18,6 +18,7 @@ fn bench_mesh(c: &mut Criterion) {
             let hop = Hop::Media {
                 stream: 1,
                 pkt: pkt.clone(),
+                stamp: 0,
             };
             mesh.push(0, 1, hop).unwrap();
             black_box(mesh.pop(0, 1).unwrap())
@@ -32,6 +33,7 @@ fn bench_mesh(c: &mut Criterion) {
                 let hop = Hop::Media {
                     stream: 1,
                     pkt: pkt.clone(),
+                    stamp: 0,
                 };
                 mesh.push(0, 1, hop).unwrap();
             }
@@ -55,6 +57,7 @@ fn bench_mesh(c: &mut Criterion) {
                         let mut hop = Hop::Media {
                             stream: 1,
                             pkt: pkt.clone(),
+                            stamp: 0,
                         };
                         while let Err(h) = mesh.push(0, 1, hop) {
                             hop = h;

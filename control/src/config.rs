@@ -220,6 +220,12 @@ pub struct MediaConfig {
     /// A plain-RTP/SRTP publisher whose SDP offer names its address (c=) latches a source
     /// only from that address. Off for publishers behind NAT that write their private one.
     pub latch_offer_address: bool,
+    /// Send each player's packets of a loop turn as UDP GSO batches (fewer kernel sends per
+    /// video frame); falls back per socket where the kernel refuses.
+    pub gso: bool,
+    /// A packet that waited longer than this in the server (from its arrival on the host) is
+    /// dropped, not sent late, and counted (`reason="stale"`); 0 = never drop.
+    pub max_queue_ms: u64,
 }
 
 /// The host name (the default `node_id`); "localhost" when the system has none.

@@ -181,6 +181,8 @@ impl Core {
             pin: cfg.media.pin_cores,
             shard: engine::ShardConfig {
                 nack_rate_per_player: cfg.media.nack_rate_per_player,
+                gso: cfg.media.gso,
+                max_queue: std::time::Duration::from_millis(cfg.media.max_queue_ms),
                 ..Default::default()
             },
             ..Default::default()

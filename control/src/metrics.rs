@@ -242,7 +242,9 @@ impl Collector for Snapshot {
         ] {
             family(&mut enc, name, help, Some(unit), true, per(f))?;
         }
-        let reasons: [(&str, CounterFn); 5] = [
+        let reasons: [(&str, CounterFn); 7] = [
+            ("stale", |c| c.dropped_stale),
+            ("socket_overflow", |c| c.dropped_socket_overflow),
             ("unknown_source", |c| c.dropped_unknown_source),
             ("malformed", |c| c.dropped_malformed),
             ("srtp", |c| c.dropped_srtp),
@@ -300,10 +302,69 @@ impl Collector for Snapshot {
                 "Players' NACK entries not forwarded: every packet they name was just asked for",
                 |c| c.nacks_merged,
             ),
+            (
+                "gso_sends",
+                "UDP GSO sends that carried more than one packet",
+                |c| c.gso_batches,
+            ),
+            (
+                "gso_segments",
+                "Packets carried by UDP GSO sends",
+                |c| c.gso_segments,
+            ),
+            (
+                "gso_refused",
+                "Sockets that refused a GSO send (the batch was resent packet by packet)",
+                |c| c.gso_refused,
+            ),
+            (
+                "recv_buffer_resizes",
+                "Publisher socket receive buffers sized to their stream's rate",
+                |c| c.recv_buffer_resizes,
+            ),
         ] {
             family(&mut enc, name, help, None, true, per(f))?;
         }
+        let mut age = engine::age::AgeHistogram::default();
+        for c in sc {
+            age.merge(&c.age_at_send);
+        }
+        let mut me = enc.encode_descriptor(
+            "packet_age_at_send",
+            "Time from a packet's arrival on the host to its send to a player, per copy sent",
+            Some(&Unit::Seconds),
+            MetricType::Histogram,
+        )?;
+        AgeMetric(age).encode(me.encode_family(&Vec::<(&str, String)>::new())?)?;
         Ok(())
+    }
+}
+
+/// The shards' packet-age histogram, as a constant Prometheus histogram.
+#[derive(Debug)]
+struct AgeMetric(engine::age::AgeHistogram);
+
+impl EncodeMetric for AgeMetric {
+    fn encode(
+        &self,
+        mut enc: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let buckets: Vec<(f64, u64)> = engine::age::AGE_BUCKETS_S
+            .iter()
+            .copied()
+            .chain([f64::INFINITY])
+            .zip(self.0.buckets)
+            .collect();
+        enc.encode_histogram::<prometheus_client::encoding::NoLabelSet>(
+            self.0.sum_ns as f64 / 1e9,
+            self.0.count(),
+            &buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        MetricType::Histogram
     }
 }
 

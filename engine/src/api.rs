@@ -196,6 +196,9 @@ pub enum Fault {
     PanicShard,
     /// The shard's loop sleeps this long (a stuck shard: readiness must notice).
     Stall(std::time::Duration),
+    /// This session's sockets refuse GSO sends, as the kernel does for real (SO_NO_CHECK
+    /// makes UDP_SEGMENT sends fail with EINVAL): the fallback must deliver everything.
+    RefuseGso(SessionId),
 }
 
 /// Events from shards to control.
@@ -270,6 +273,20 @@ pub struct ShardCounters {
     pub nacks_merged: u64,
     pub arena_grows: u64,
     pub recv_rearms: u64,
+    /// Packets older than `max_queue` when dequeued or about to be sent (dropped, not sent
+    /// late), and datagrams the kernel dropped on full publisher sockets (SO_RXQ_OVFL).
+    pub dropped_stale: u64,
+    pub dropped_socket_overflow: u64,
+    /// GSO: sendmsg calls that carried more than one packet, the packets they carried, and
+    /// sockets that refused GSO (EINVAL/EIO; their batch was resent packet by packet and the
+    /// socket sends singly from then on).
+    pub gso_batches: u64,
+    pub gso_segments: u64,
+    pub gso_refused: u64,
+    /// Publisher sockets whose receive buffer was resized to the stream's rate.
+    pub recv_buffer_resizes: u64,
+    /// Age at send of every packet copy sent to a player (arrival to send, in the server).
+    pub age_at_send: crate::age::AgeHistogram,
 }
 
 #[derive(Debug, Clone)]

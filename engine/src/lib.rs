@@ -1,6 +1,7 @@
 //! The data plane: N shards (one per core by default), each a pinned thread with its own
 //! io_uring, forwarding RTP from publishers to players. See README "Architecture".
 
+pub mod age;
 pub mod api;
 pub mod arena;
 mod bufring;

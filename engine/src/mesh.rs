@@ -13,7 +13,12 @@ use crate::api::StreamId;
 #[derive(Debug)]
 pub enum Hop {
     /// One RTP packet of `stream`, for the destination's local players.
-    Media { stream: StreamId, pkt: Bytes },
+    /// `stamp`: when the packet reached the host (ns, CLOCK_REALTIME), for the age rule.
+    Media {
+        stream: StreamId,
+        pkt: Bytes,
+        stamp: u64,
+    },
     /// A player asked for a keyframe (destination: the publisher's shard).
     Keyframe { stream: StreamId },
     /// A player NACKed `pid`/`blp` of the publisher's `ssrc`.

@@ -27,7 +27,16 @@ fn packet(seq: u16) -> Vec<u8> {
 fn forward(arena: &mut PacketArena, mesh: &Mesh, players: &mut [Rewriter], raw: &[u8]) -> u64 {
     let h = rtp::parse_rtp(raw).unwrap();
     let pkt = arena.copy(raw);
-    mesh.push(0, 1, Hop::Media { stream: 1, pkt }).unwrap();
+    mesh.push(
+        0,
+        1,
+        Hop::Media {
+            stream: 1,
+            pkt,
+            stamp: 0,
+        },
+    )
+    .unwrap();
     let Some(Hop::Media { pkt, .. }) = mesh.pop(0, 1) else {
         panic!("hop lost")
     };

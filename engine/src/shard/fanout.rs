@@ -7,11 +7,13 @@ use std::os::fd::AsRawFd;
 use bytes::Bytes;
 use io_uring::{opcode, types};
 
+use crate::age;
 use crate::api::*;
 use crate::mesh::Hop;
 use crate::rtp;
 
 use super::ring::{ud, RawAddr, KIND_SEND};
+use super::session::Session;
 use super::Shard;
 
 /// Size of a send slot's SRTP buffer: a protected packet that fits an Ethernet frame (1,472
@@ -21,10 +23,10 @@ use super::Shard;
 /// proportion to how many SRTP sends are in flight at once.
 const SRTP_SLOT_LEN: usize = 1536;
 /// The largest SRTP tag of the suites we speak (AEAD_AES_128_GCM).
-const SRTP_MAX_OVERHEAD: usize = 16;
+pub(super) const SRTP_MAX_OVERHEAD: usize = 16;
 
 impl Shard {
-    pub(super) fn fanout_remote(&mut self, stream: StreamId, pkt: &Bytes) {
+    pub(super) fn fanout_remote(&mut self, stream: StreamId, pkt: &Bytes, stamp: u64) {
         let Some(ls) = self.streams.get(&stream) else {
             return;
         };
@@ -32,6 +34,7 @@ impl Shard {
             let hop = Hop::Media {
                 stream,
                 pkt: pkt.clone(),
+                stamp,
             };
             if self.mesh.push(self.me, d, hop).is_err() {
                 self.counters.dropped_ring_full += 1;
@@ -41,13 +44,31 @@ impl Shard {
         }
     }
 
-    pub(super) fn fanout_local(&mut self, stream: StreamId, pkt: &Bytes, h: &rtp::RtpHeader) {
+    /// One packet for the stream's local players: queued for a batched (GSO) send at the end
+    /// of the loop turn, or (`media.gso = false`) sent to each player now.
+    pub(super) fn fanout_local(
+        &mut self,
+        stream: StreamId,
+        pkt: &Bytes,
+        h: &rtp::RtpHeader,
+        stamp: u64,
+    ) {
+        if self.gso {
+            self.queue_fanout(stream, pkt, h, stamp);
+            return;
+        }
         let Some(ls) = self.streams.get_mut(&stream) else {
             return;
         };
         if ls.players.is_empty() {
             return;
         }
+        let a = age::age(age::now_ns(), stamp);
+        if !self.cfg.max_queue.is_zero() && a > self.cfg.max_queue.as_nanos() as u64 {
+            self.counters.dropped_stale += 1;
+            return;
+        }
+        self.counters.age_at_send.record(a, ls.players.len() as u64);
         // Iterate a copy (reused buffer, no allocation once grown) so `send_media` can borrow
         // the shard, and so a panic caught mid-way leaves the stream's player list intact.
         self.rtc_payload = None;
@@ -158,43 +179,27 @@ impl Shard {
         let out_len = sl.iov[..sl.hdr.msg_iovlen]
             .iter()
             .map(|v| v.iov_len)
-            .sum::<usize>() as u64;
-        if let Some(free) = s
-            .payload_types
-            .iter_mut()
-            .find(|x| x.is_none() || **x == Some(h.payload_type))
-        {
-            *free = Some(h.payload_type);
-        }
-        s.counters.packets_out += 1;
-        s.counters.bytes_out += out_len;
-        self.counters.packets_out += 1;
-        self.counters.bytes_out += out_len;
-        let first = !s.active;
-        s.active = true;
-        // Counters travel with the first-packet event only (a copy, not per packet).
-        let (id, remote) = (s.id, l.peer);
-        let counters = if first {
-            s.counters
-        } else {
-            Default::default()
-        };
+            .sum::<usize>();
+        let first = note_sent(
+            Sent {
+                payload_types: &mut s.payload_types,
+                counters: &mut s.counters,
+                active: &mut s.active,
+            },
+            &mut self.counters,
+            h.payload_type,
+            out_len,
+        );
         let e = opcode::SendMsg::new(
             types::Fd(l.socket.as_raw_fd()),
             &sl.hdr as *const libc::msghdr,
         )
         .build()
         .user_data(ud(KIND_SEND, 0, 0, slot));
-        self.push_sqe(e);
         if first {
-            let _ = self.events.send(Event::Status {
-                id,
-                status: Status::Playing,
-                info: String::new(),
-                remote,
-                counters,
-            });
+            announce_playing(&self.events, s);
         }
+        self.push_sqe(e);
     }
 
     /// Sends a small RTCP packet (PLI/NACK) from leg `leg` of session `idx` to its peer,
@@ -281,4 +286,41 @@ impl Shard {
             .user_data(ud(KIND_SEND, 0, 0, slot));
         self.push_sqe(e);
     }
+}
+
+/// A player's send-side bookkeeping, borrowed apart from its legs and rewriter (which the
+/// send uses at the same time).
+pub(super) struct Sent<'a> {
+    pub(super) payload_types: &'a mut [Option<u8>; 4],
+    pub(super) counters: &'a mut SessionCounters,
+    pub(super) active: &'a mut bool,
+}
+
+/// Counts one packet sent to a player; true for the player's first (it is now Playing).
+pub(super) fn note_sent(s: Sent<'_>, shard: &mut ShardCounters, pt: u8, out_len: usize) -> bool {
+    if let Some(free) = s
+        .payload_types
+        .iter_mut()
+        .find(|x| x.is_none() || **x == Some(pt))
+    {
+        *free = Some(pt);
+    }
+    s.counters.packets_out += 1;
+    s.counters.bytes_out += out_len as u64;
+    shard.packets_out += 1;
+    shard.bytes_out += out_len as u64;
+    let first = !*s.active;
+    *s.active = true;
+    first
+}
+
+/// The Playing event of a player's first packet (its counters travel with it, once).
+pub(super) fn announce_playing(events: &crossbeam_channel::Sender<Event>, s: &Session) {
+    let _ = events.send(Event::Status {
+        id: s.id,
+        status: Status::Playing,
+        info: String::new(),
+        remote: s.legs.iter().find_map(|l| l.peer),
+        counters: s.counters,
+    });
 }

@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 
+use crate::age;
 use crate::api::*;
 use crate::h264;
 use crate::rtp;
@@ -131,11 +132,13 @@ impl Shard {
             l.peer_raw = Some(RawAddr::new(src));
         }
         s.counters.bytes_in += data.len() as u64;
-        self.publisher_rtp(idx, leg, pkt, h, src);
+        let stamp = self.rx_stamp;
+        self.publisher_rtp(idx, leg, pkt, h, src, stamp);
     }
 
-    /// A publisher's media packet, plain RTP whatever it arrived as: cache what late players
-    /// need, count, and fan out.
+    /// A publisher's media packet, plain RTP whatever it arrived as (SRTP already decrypted,
+    /// so the rollover counter stays in step even when the packet is then dropped as stale):
+    /// cache what late players need, count, and fan out unless it waited too long.
     pub(super) fn publisher_rtp(
         &mut self,
         idx: usize,
@@ -143,6 +146,7 @@ impl Shard {
         pkt: Bytes,
         h: rtp::RtpHeader,
         src: SocketAddr,
+        stamp: u64,
     ) {
         let s = self.sessions[idx].as_mut().expect("live session");
         let l = &mut s.legs[leg];
@@ -161,6 +165,19 @@ impl Shard {
         // A vDSO clock read per publisher packet (not per player): the media deadline.
         s.last_media = Instant::now();
         track_loss(s, &h);
+        let now = age::now_ns();
+        let max_queue = self.cfg.max_queue.as_nanos() as u64;
+        if max_queue > 0 {
+            if let Some(bytes) = size_recv_buffer(&mut s.legs[leg], pkt.len(), now, max_queue) {
+                self.counters.recv_buffer_resizes += 1;
+                tracing::debug!(
+                    shard = self.me,
+                    id = s.id,
+                    bytes,
+                    "publisher receive buffer sized to its rate"
+                );
+            }
+        }
         let stream = s.stream;
         if !s.active {
             s.active = true;
@@ -172,9 +189,46 @@ impl Shard {
                 counters: s.counters,
             });
         }
-        self.fanout_local(stream, &pkt, &h);
-        self.fanout_remote(stream, &pkt);
+        if max_queue > 0 && age::age(now, stamp) > max_queue {
+            self.counters.dropped_stale += 1;
+            return;
+        }
+        self.fanout_local(stream, &pkt, &h, stamp);
+        self.fanout_remote(stream, &pkt, stamp);
     }
+}
+
+/// Measures a publisher leg's rate over ~1 s windows and sets its socket's receive buffer to
+/// hold `max_queue` of it (see [`age::recv_buffer_for`]): a syscall only when the size
+/// changes by more than a quarter, at most once a second. Returns the new size when set.
+fn size_recv_buffer(l: &mut Leg, len: usize, now: u64, max_queue: u64) -> Option<usize> {
+    if l.rate.0 == 0 {
+        l.rate = (now, 0);
+    }
+    l.rate.1 += len as u64;
+    let elapsed = now.saturating_sub(l.rate.0);
+    if elapsed < 1_000_000_000 {
+        return None;
+    }
+    let bps = (l.rate.1 as u128 * 1_000_000_000 / elapsed as u128) as u64;
+    l.rate = (now, 0);
+    let want = age::recv_buffer_for(bps, max_queue);
+    if l.rcvbuf != 0 && want.abs_diff(l.rcvbuf) <= l.rcvbuf / 4 {
+        return None;
+    }
+    let v = want as libc::c_int;
+    // SAFETY: a live socket; the value is an int on the stack.
+    let r = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(&l.socket),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            &v as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    l.rcvbuf = want;
+    (r == 0).then_some(want)
 }
 
 fn track_loss(s: &mut Session, h: &rtp::RtpHeader) {

@@ -17,6 +17,7 @@ use crate::mesh::{Hop, Mesh};
 use crate::rtp;
 
 mod fanout;
+mod gso;
 mod ingress;
 mod ring;
 mod rtc;
@@ -45,6 +46,11 @@ pub struct ShardConfig {
     pub nack_rate_per_player: u32,
     /// A packet NACKed by any player is not asked for again within this window.
     pub nack_merge_window: Duration,
+    /// Batch each player's packets of a loop turn into UDP GSO sends (when the kernel
+    /// supports it); false sends every packet on its own.
+    pub gso: bool,
+    /// A packet older than this since it reached the host is dropped, not sent (zero: never).
+    pub max_queue: Duration,
 }
 
 impl Default for ShardConfig {
@@ -58,6 +64,8 @@ impl Default for ShardConfig {
             arena_chunk: 256 * 1024,
             nack_rate_per_player: 50,
             nack_merge_window: Duration::from_millis(100),
+            gso: true,
+            max_queue: Duration::from_millis(50),
         }
     }
 }
@@ -94,6 +102,18 @@ pub(crate) struct Shard {
     /// Per-session media deadlines.
     timers: Timers,
     deferred: Vec<(u64, i32, u32)>,
+    /// GSO fan-out (see `gso.rs`): whether it is on, streams with queued packets, batch
+    /// send memory (grown on demand up to `max_batches`, then recycled) and a run buffer.
+    gso: bool,
+    dirty: Vec<StreamId>,
+    // Boxed: a slot must stay put while the kernel reads it, even when the Vec grows.
+    #[allow(clippy::vec_box)]
+    batches: Vec<Box<gso::BatchSlot>>,
+    free_batches: Vec<u32>,
+    max_batches: usize,
+    run_scratch: Vec<usize>,
+    /// Arrival time of the datagram being handled (ns, CLOCK_REALTIME).
+    rx_stamp: u64,
     wake_pending: Vec<bool>,
     next_gen: u32,
     shutdown: bool,
@@ -114,6 +134,14 @@ impl Shard {
         // SAFETY: all-zero msghdr is valid; only the name length matters for multishot.
         let mut recv_hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         recv_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+        recv_hdr.msg_controllen = RECV_CONTROL_LEN as usize;
+        let gso = cfg.gso && gso::gso_supported();
+        if cfg.gso && !gso {
+            tracing::warn!(
+                shard = me,
+                "the kernel refuses UDP_SEGMENT: sending without GSO"
+            );
+        }
         let slots = (0..cfg.send_slots)
             .map(|_| SendSlot {
                 // SAFETY: zeroed C structs are valid placeholders, filled before each use.
@@ -128,6 +156,7 @@ impl Shard {
             .into_boxed_slice();
         let free_slots = (0..cfg.send_slots as u32).rev().collect();
         let n = mesh.shards();
+        let max_batches = (cfg.send_slots / 32).max(16);
         let mut shard = Self {
             ring,
             bufs,
@@ -154,6 +183,13 @@ impl Shard {
             next_rtc_deadline: Instant::now(),
             timers: Timers::default(),
             deferred: Vec::with_capacity(8192),
+            gso,
+            dirty: Vec::new(),
+            batches: Vec::new(),
+            free_batches: Vec::new(),
+            max_batches,
+            run_scratch: Vec::with_capacity(gso::MAX_SEGS),
+            rx_stamp: 0,
             wake_pending: vec![false; n],
             next_gen: 1,
             shutdown: false,
@@ -171,6 +207,7 @@ impl Shard {
             work |= self.run_timers();
             work |= self.drain_hops();
             work |= self.process_completions();
+            self.flush_fanout();
             self.flush_wakes();
             if work {
                 if let Err(err) = self.ring.submit() {
@@ -242,14 +279,15 @@ impl Shard {
                 self.handle_hop(hop);
             }
         }
+        self.flush_fanout();
         work
     }
 
     fn handle_hop(&mut self, hop: Hop) {
         match hop {
-            Hop::Media { stream, pkt } => {
+            Hop::Media { stream, pkt, stamp } => {
                 if let Ok(h) = rtp::parse_rtp(&pkt) {
-                    self.fanout_local(stream, &pkt, &h);
+                    self.fanout_local(stream, &pkt, &h, stamp);
                 }
             }
             Hop::Keyframe { stream } => self.request_keyframe(stream),
@@ -283,6 +321,17 @@ impl Shard {
             }
             Command::InjectFault(Fault::PanicShard) => panic!("injected shard fault"),
             Command::InjectFault(Fault::Stall(d)) => std::thread::sleep(d),
+            Command::InjectFault(Fault::RefuseGso(id)) => {
+                if let Some(s) = self.by_id.get(&id).and_then(|&i| self.sessions[i].as_ref()) {
+                    for l in &s.legs {
+                        if let Err(err) =
+                            gso::refuse_gso(std::os::fd::AsRawFd::as_raw_fd(&l.socket))
+                        {
+                            tracing::warn!(shard = self.me, %err, "SO_NO_CHECK failed");
+                        }
+                    }
+                }
+            }
             Command::Ping { reply } => {
                 let _ = reply.send(());
             }

@@ -15,6 +15,13 @@ pub(super) const KIND_RECV: u64 = 1;
 pub(super) const KIND_SEND: u64 = 2;
 pub(super) const KIND_WAKE: u64 = 3;
 pub(super) const KIND_CANCEL: u64 = 4;
+pub(super) const KIND_BATCH: u64 = 5;
+
+const SO_TIMESTAMPNS: libc::c_int = 35;
+const SO_RXQ_OVFL: libc::c_int = 40;
+/// Room for the control messages a publisher socket gets: the arrival time (timespec) and
+/// the socket's drop count (u32), CMSG_SPACE(16) + CMSG_SPACE(4).
+pub(super) const RECV_CONTROL_LEN: u32 = 32 + 24;
 
 /// user_data layout: kind (8 bits) | leg (8) | generation (16) | slot index (32).
 pub(super) fn ud(kind: u64, gen: u32, leg: usize, idx: usize) -> u64 {
@@ -175,6 +182,8 @@ impl Shard {
             for &(u, res, flags) in &batch {
                 self.handle_cqe(u, res, flags);
             }
+            // What this batch of datagrams queued goes out now, in batches per player.
+            self.flush_fanout();
             self.cqes = batch;
             self.cqes.clear();
             if self.deferred.is_empty() {
@@ -198,16 +207,20 @@ impl Shard {
         std::mem::swap(&mut freed, &mut self.cqes);
         for cqe in &mut cq {
             let (kind, _, _, idx) = ud_parts(cqe.user_data());
-            if kind == KIND_SEND {
-                freed.push((idx as u64, cqe.result(), 0));
+            if kind == KIND_SEND || kind == KIND_BATCH {
+                freed.push((idx as u64, cqe.result(), kind as u32));
             } else {
                 self.deferred
                     .push((cqe.user_data(), cqe.result(), cqe.flags()));
             }
         }
         drop(cq);
-        for &(idx, res, _) in &freed {
-            self.finish_send(idx as usize, res);
+        for &(idx, res, kind) in &freed {
+            if kind as u64 == KIND_BATCH {
+                self.finish_batch(idx as usize, res);
+            } else {
+                self.finish_send(idx as usize, res);
+            }
         }
         freed.clear();
         self.cqes = freed;
@@ -225,6 +238,7 @@ impl Shard {
         let (kind, gen, leg, idx) = ud_parts(u);
         match kind {
             KIND_SEND => self.finish_send(idx, res),
+            KIND_BATCH => self.finish_batch(idx, res),
             KIND_WAKE => self.arm_wake(),
             KIND_RECV => self.handle_recv(gen, leg, idx, res, flags),
             KIND_CANCEL => {}
@@ -247,11 +261,13 @@ impl Shard {
                         } else {
                             let src = parse_name(out.name_data());
                             let data = out.payload_data();
+                            self.rx_stamp = self.note_control(idx, leg, out.control_data());
                             // A bug hit by one session's packet fails that session, not the
                             // shard (and with it every other session on this core).
                             let r = std::panic::catch_unwind(AssertUnwindSafe(|| {
                                 self.handle_datagram(idx, leg, src, data)
                             }));
+                            self.rx_stamp = 0;
                             if r.is_err() {
                                 self.session_panicked(idx);
                             }
@@ -280,6 +296,62 @@ impl Shard {
                 self.counters.recv_rearms += 1;
                 self.arm_recv(idx, leg);
             }
+        }
+    }
+
+    /// Reads a publisher datagram's control messages: returns its arrival time (the kernel's
+    /// stamp, else now) and counts what the kernel dropped on the socket since the last one.
+    fn note_control(&mut self, idx: usize, leg: usize, control: &[u8]) -> u64 {
+        let mut stamp = None;
+        let hdr = std::mem::size_of::<libc::cmsghdr>();
+        let mut off = 0;
+        while off + hdr <= control.len() {
+            // SAFETY: bounds checked above; read unaligned from the kernel's bytes.
+            let c: libc::cmsghdr =
+                unsafe { std::ptr::read_unaligned(control[off..].as_ptr() as *const _) };
+            let len = c.cmsg_len as usize;
+            if len < hdr || off + len > control.len() {
+                break;
+            }
+            let data = &control[off + hdr..off + len];
+            if c.cmsg_level == libc::SOL_SOCKET {
+                if c.cmsg_type == SO_TIMESTAMPNS && data.len() >= 16 {
+                    let sec = u64::from_ne_bytes(data[..8].try_into().expect("8 bytes"));
+                    let nsec = u64::from_ne_bytes(data[8..16].try_into().expect("8 bytes"));
+                    stamp = Some(sec * 1_000_000_000 + nsec);
+                } else if c.cmsg_type == SO_RXQ_OVFL && data.len() >= 4 {
+                    let drops = u32::from_ne_bytes(data[..4].try_into().expect("4 bytes"));
+                    if let Some(l) = self.sessions[idx]
+                        .as_mut()
+                        .and_then(|s| s.legs.get_mut(leg))
+                    {
+                        let new = drops.wrapping_sub(l.kernel_drops);
+                        l.kernel_drops = drops;
+                        self.counters.dropped_socket_overflow += new as u64;
+                    }
+                }
+            }
+            // CMSG_ALIGN: the next header starts 8-aligned.
+            off += (len + 7) & !7;
+        }
+        stamp.unwrap_or_else(crate::age::now_ns)
+    }
+
+    /// Asks the kernel to stamp a publisher socket's datagrams on arrival and report its
+    /// drops (one setsockopt each, at session start).
+    pub(super) fn enable_arrival_stamps(fd: i32) {
+        for opt in [SO_TIMESTAMPNS, SO_RXQ_OVFL] {
+            let on: libc::c_int = 1;
+            // SAFETY: fd is a live socket; the value is an int on the stack.
+            unsafe {
+                libc::setsockopt(
+                    fd,
+                    libc::SOL_SOCKET,
+                    opt,
+                    &on as *const libc::c_int as *const libc::c_void,
+                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                )
+            };
         }
     }
 

@@ -51,8 +51,13 @@ impl Shard {
                     let pkt = self.arena.copy(&self.scratch);
                     self.counters.arena_grows = self.arena.grows;
                     let src = rtc.remote_addr().unwrap_or(s.legs[0].local);
+                    // Arrival: the datagram being handled, or now when a timer released it.
+                    let stamp = match self.rx_stamp {
+                        0 => crate::age::now_ns(),
+                        t => t,
+                    };
                     if let Ok(h) = rtp::parse_rtp(&pkt) {
-                        self.publisher_rtp(idx, 0, pkt, h, src);
+                        self.publisher_rtp(idx, 0, pkt, h, src, stamp);
                     }
                 }
                 webrtc::Output::KeyframeRequest(_) => {

@@ -38,6 +38,13 @@ pub(super) struct Leg {
     pub(super) h264: Vec<u8>,
     pub(super) sps: Vec<u8>,
     pub(super) pps: Vec<u8>,
+    /// Players: this socket refused a GSO send, so it sends packet by packet.
+    pub(super) gso_off: bool,
+    /// Publishers: the kernel's drop count last reported (SO_RXQ_OVFL), and the stream's
+    /// rate over the current window (start ns, bytes) with the receive buffer it led to.
+    pub(super) kernel_drops: u32,
+    pub(super) rate: (u64, u64),
+    pub(super) rcvbuf: usize,
 }
 
 pub(super) struct Session {
@@ -93,6 +100,8 @@ pub(super) struct LocalStream {
     pub(super) keyframes: Option<KeyframeCoalescer>,
     /// Publisher's shard: NACKs asked upstream recently (made at the first NACK).
     pub(super) nacks: Option<crate::feedback::NackMerger>,
+    /// Packets waiting for the end of the loop turn (GSO fan-out).
+    pub(super) pending: Vec<super::gso::Pending>,
 }
 
 impl LocalStream {
@@ -136,6 +145,10 @@ impl Shard {
                     h264: l.h264_payload_types,
                     sps: Vec::new(),
                     pps: Vec::new(),
+                    gso_off: false,
+                    kernel_drops: 0,
+                    rate: (0, 0),
+                    rcvbuf: 0,
                 }
             })
             .collect();
@@ -202,6 +215,13 @@ impl Shard {
             // Insertion at the front is O(players), once per attach, never per packet.
             Role::Player if ns.serve_first => ls.players.insert(0, idx),
             Role::Player => ls.players.push(idx),
+        }
+        if ns.role == Role::Publisher {
+            if let Some(s) = self.sessions[idx].as_ref() {
+                for l in &s.legs {
+                    Shard::enable_arrival_stamps(std::os::fd::AsRawFd::as_raw_fd(&l.socket));
+                }
+            }
         }
         for leg in 0..n_legs {
             self.arm_recv(idx, leg);
