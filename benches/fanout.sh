@@ -6,6 +6,7 @@
 #   PPS=3000 SIZE=1100 REPEAT=3 benches/fanout.sh              # saturation, medians of 3
 #   SRTP=AES_CM_128_HMAC_SHA1_80,AEAD_AES_128_GCM benches/fanout.sh
 #   SRTP=none benches/fanout.sh            # plain RTP only
+#   PROFILE=video PLAYERS=1000 REPEAT=3 benches/fanout.sh      # frames; GSO on/off; GStreamer
 #
 # Steps, REPEAT times: start `mediaserver run` (default config: REST on 127.0.0.1:8081), run
 # `load fanout` against it with plain RTP (sampling the server's VmRSS before/after the players
@@ -17,11 +18,18 @@
 # engine(plain)/relay and engine(SRTP)/relay per round and their medians. Every step is
 # time-bounded and every process started here is stopped on exit.
 #
+# Also per round: the server again with `media.gso = false` (GSO=both, the default; on/off
+# for one of them), and GStreamer's `udpsrc ! multiudpsink` towards the same players (GST=1,
+# the default; installed from Debian when missing), a naive C forwarder as a second peer.
+# Every run's server CPU per delivered packet (from /proc/PID/stat) is printed, and the
+# ratios engine(GSO)/engine(no GSO), engine/GStreamer and engine/relay with their medians.
+#
 # Knobs (environment): PUBLISHERS PLAYERS PPS (0 = unpaced) SIZE DURATION RECV_THREADS
 # RELAY_THREADS OUT SERVER_BIN SERVER_ARGS HTTP RELAY_PORT PLAYER_BASE PUBLISHER_BASE
 # SKIP_BUILD=1, SRTP (comma-separated suites, default AES_CM_128_HMAC_SHA1_80; `none`: plain
 # only), SRTP_CHECK_EVERY (players decrypt 1 datagram in N, default 64), REPEAT (rounds,
-# default 1). Binaries come from $CARGO_TARGET_DIR (default target/) unless SERVER_BIN /
+# default 1), PROFILE (flat, video, audio, av: `load --profile`), GSO (both, on, off), GST
+# (1/0). Binaries come from $CARGO_TARGET_DIR (default target/) unless SERVER_BIN /
 # LOAD_BIN say otherwise.
 set -euo pipefail
 
@@ -51,6 +59,11 @@ LOAD_BIN=${LOAD_BIN:-$TARGET_DIR/release/load}
 SRTP=${SRTP:-AES_CM_128_HMAC_SHA1_80}
 SRTP_CHECK_EVERY=${SRTP_CHECK_EVERY:-64}
 REPEAT=${REPEAT:-1}
+PROFILE=${PROFILE:-flat}
+GSO=${GSO:-both}
+GST=${GST:-1}
+[[ "$PROFILE" =~ ^(flat|video|audio|av)$ ]] || { echo "fanout.sh: PROFILE must be flat, video, audio or av" >&2; exit 1; }
+[[ "$GSO" =~ ^(both|on|off)$ ]] || { echo "fanout.sh: GSO must be both, on or off" >&2; exit 1; }
 SUITES=()
 if [[ "$SRTP" != none && -n "$SRTP" ]]; then
     IFS=, read -r -a SUITES <<<"$SRTP"
@@ -76,6 +89,14 @@ done
 if (( PUBLISHERS > 1 )); then
     echo "note: the raw relay copies every publisher to every player, the server gives player j" \
         "stream j % PUBLISHERS: with $PUBLISHERS publishers the relay's load is $PUBLISHERS times larger" >&2
+fi
+
+if [[ "$GST" == 1 ]] && ! command -v gst-launch-1.0 >/dev/null; then
+    echo "== installing GStreamer (gstreamer1.0-tools, -plugins-base, -plugins-good) for the multiudpsink peer"
+    sudo=""; [[ "$(id -u)" -eq 0 ]] || sudo=sudo
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq gstreamer1.0-tools \
+        gstreamer1.0-plugins-base gstreamer1.0-plugins-good >/dev/null
 fi
 
 SERVER_PID=""
@@ -117,16 +138,23 @@ cat >"$OUT/bench.toml" <<'TOML'
 [media]
 pending_timeout_ms = 0
 TOML
+cat >"$OUT/bench-nogso.toml" <<'TOML'
+[media]
+pending_timeout_ms = 0
+gso = false
+TOML
 
-LOAD_ARGS=(--publishers "$PUBLISHERS" --players "$PLAYERS" --pps "$PPS" --size "$SIZE"
+LOAD_ARGS=(--publishers "$PUBLISHERS" --players "$PLAYERS" --pps "$PPS" --size "$SIZE" --profile "$PROFILE"
     --duration "$DURATION" --recv-threads "$RECV_THREADS"
     --player-base-port "$PLAYER_BASE" --publisher-base-port "$PUBLISHER_BASE")
 RUN_LIMIT=$((DURATION + 120))
 
 start_server() {
     tcp_open "$HTTP" && die "something already listens on $HTTP (another server?)"
+    local args=$SERVER_ARGS
+    [[ -z "${CONFIG:-}" ]] || args="run --config $CONFIG"
     # shellcheck disable=SC2086 # SERVER_ARGS is a word list on purpose
-    "$SERVER_BIN" $SERVER_ARGS >"$OUT/server.log" 2>&1 &
+    "$SERVER_BIN" $args >"$OUT/server.log" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 100); do
         tcp_open "$HTTP" && break
@@ -162,14 +190,48 @@ relay_run() {
     cat "$OUT/relay.log"
 }
 
+# gst_run NAME: GStreamer's udpsrc ! multiudpsink to the same players, the same load.
+gst_run() {
+    local name=$1 clients
+    clients=$(seq -s, -f "127.0.0.1:%g" "$PLAYER_BASE" "$((PLAYER_BASE + PLAYERS - 1))")
+    echo "== $name: GStreamer udpsrc ! multiudpsink on 127.0.0.1:$RELAY_PORT -> $PLAYERS players"
+    gst-launch-1.0 -q udpsrc address=127.0.0.1 port="$RELAY_PORT" buffer-size=4194304 \
+        ! multiudpsink clients="$clients" sync=false async=false buffer-size=4194304 \
+        >"$OUT/gst.log" 2>&1 &
+    RELAY_PID=$!
+    sleep 0.5
+    kill -0 "$RELAY_PID" 2>/dev/null || { cat "$OUT/gst.log" >&2; die "gst-launch did not start"; }
+    timeout "$RUN_LIMIT" "$LOAD_BIN" fanout --raw-relay "127.0.0.1:$RELAY_PORT" --server-pid "$RELAY_PID" \
+        "${LOAD_ARGS[@]}" --json "$OUT/$name.json" --svg "$OUT/$name.svg"
+    stop_pid "$RELAY_PID"; RELAY_PID=""
+}
+
+# cpu_us REPORT.json: the target's CPU microseconds per packet the players received.
+cpu_us() {
+    python3 -c 'import json,sys; c=json.load(open(sys.argv[1]))["target_cpu"]; print("%.3f" % (1e6/c["rx_pps_per_core"]) if c and c["rx_pps_per_core"] > 0 else "-")' "$1"
+}
+delivery() {
+    python3 -c 'import json,sys; l=json.load(open(sys.argv[1]))["received"].get("delivery_loss_pct"); print("-" if l is None else "loss %.2f%%" % l)' "$1" 2>/dev/null || echo "-"
+}
+div() { python3 -c 'import sys; a,b=sys.argv[1:]; print("-" if "-" in (a,b) else "%.3f" % (float(a)/float(b)))' "$1" "$2"; }
+
 # ratio_of ENGINE.json BASELINE.json: the throughput ratio line of `load compare`.
 ratio_of() { "$LOAD_BIN" compare "$1" "$2" | awk '/throughput ratio:/ {print $NF}'; }
 median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "-"; else if (NR % 2) print a[(NR+1)/2]; else printf "%.3f\n", (a[NR/2]+a[NR/2+1])/2}'; }
 
 declare -A RATIOS=()
+declare -A CPU=()
 for round in $(seq "$REPEAT"); do
     echo "==== round $round/$REPEAT ($(uptime | sed 's/.*load/load/'))"
-    engine_run "engine-$round"
+    if [[ "$GSO" != off ]]; then
+        CONFIG="$OUT/bench.toml" engine_run "engine-$round"
+    else
+        CONFIG="$OUT/bench-nogso.toml" engine_run "engine-$round"
+    fi
+    if [[ "$GSO" == both ]]; then
+        CONFIG="$OUT/bench-nogso.toml" engine_run "nogso-$round"
+    fi
+    [[ "$GST" != 1 ]] || gst_run "gst-$round"
     for suite in "${SUITES[@]}"; do
         engine_run "srtp-$suite-$round" --srtp "$suite" --srtp-check-every "$SRTP_CHECK_EVERY"
     done
@@ -182,6 +244,34 @@ for round in $(seq "$REPEAT"); do
         "$LOAD_BIN" compare "$OUT/srtp-$suite-$round.json" "$OUT/raw-$round.json"
         RATIOS[$suite]+="$(ratio_of "$OUT/srtp-$suite-$round.json" "$OUT/raw-$round.json") "
     done
+    echo "== round $round: server CPU per delivered packet (us) and delivery"
+    for run in engine nogso gst raw "${SUITES[@]/#/srtp-}"; do
+        f="$OUT/$run-$round.json"
+        [[ -f "$f" ]] || continue
+        CPU[$run]+="$(cpu_us "$f") "
+        printf '  %-32s %8s us  %s\n' "$run" "$(cpu_us "$f")" "$(delivery "$f")"
+    done
+    e=$(cpu_us "$OUT/engine-$round.json")
+    [[ ! -f "$OUT/nogso-$round.json" ]] || RATIOS[gso]+="$(div "$e" "$(cpu_us "$OUT/nogso-$round.json")") "
+    [[ ! -f "$OUT/gst-$round.json" ]] || RATIOS[gst]+="$(div "$e" "$(cpu_us "$OUT/gst-$round.json")") "
+    RATIOS[cpu_raw]+="$(div "$e" "$(cpu_us "$OUT/raw-$round.json")") "
+done
+
+echo "==== server CPU per delivered packet ($PROFILE profile, $PUBLISHERS publisher(s) -> $PLAYERS players, $REPEAT round(s)): per round; median"
+for run in engine nogso gst raw "${SUITES[@]/#/srtp-}"; do
+    [[ -n "${CPU[$run]:-}" ]] || continue
+    # shellcheck disable=SC2086 # word list on purpose
+    printf '%-44s %s; median %s\n' "$run (us)" "${CPU[$run]}" "$(printf '%s\n' ${CPU[$run]} | grep -v '^-$' | median)"
+done
+for k in gso gst cpu_raw; do
+    [[ -n "${RATIOS[$k]:-}" ]] || continue
+    case $k in
+        gso) label="CPU/pkt engine(GSO)/engine(no GSO)";;
+        gst) label="CPU/pkt engine/GStreamer multiudpsink";;
+        cpu_raw) label="CPU/pkt engine/raw relay";;
+    esac
+    # shellcheck disable=SC2086 # word list on purpose
+    printf '%-44s %s; median %s\n' "$label" "${RATIOS[$k]}" "$(printf '%s\n' ${RATIOS[$k]} | grep -v '^-$' | median)"
 done
 
 echo "==== throughput ratios ($PUBLISHERS x $PPS pps -> $PLAYERS players, $SIZE B, $DURATION s, $REPEAT round(s)): per round; median"

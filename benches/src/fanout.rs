@@ -61,8 +61,10 @@ pub struct FanoutConfig {
     pub publishers: u32,
     /// Player sockets (0: publish only).
     pub players: u32,
-    /// Packets per second per publisher; 0 = as fast as possible.
+    /// Packets per second per publisher; 0 = as fast as possible (flat profile only).
     pub pps: u32,
+    /// What publishers send: evenly paced packets (flat) or frames (video, audio, av).
+    pub profile: crate::profile::Profile,
     /// RTP packet size in bytes (header included).
     pub size: usize,
     pub duration: Duration,
@@ -106,6 +108,7 @@ impl FanoutConfig {
             publishers,
             players,
             pps: 1000,
+            profile: crate::profile::Profile::Flat,
             size: 1200,
             duration: Duration::from_secs(10),
             drain: Duration::from_secs(3),
@@ -650,9 +653,25 @@ pub fn run(cfg: &FanoutConfig) -> Result<Report> {
     let sender_thread = {
         let (stop, tx_count) = (stop.clone(), tx_count.clone());
         let (pps, size, wire, batch) = (cfg.pps, cfg.size, cfg.wire_size(), cfg.batch);
+        let (profile, stamp_at) = (cfg.profile, cfg.stamp_at());
         std::thread::Builder::new()
             .name("publisher-tx".into())
             .spawn(move || {
+                if profile != crate::profile::Profile::Flat {
+                    return crate::framesend::sender(
+                        pubs,
+                        profile,
+                        size,
+                        wire,
+                        batch,
+                        stamp_at,
+                        t0,
+                        end,
+                        interval_ns,
+                        &stop,
+                        &tx_count,
+                    );
+                }
                 sender(
                     pubs,
                     pps,
@@ -820,7 +839,13 @@ pub fn run(cfg: &FanoutConfig) -> Result<Report> {
         publishers: cfg.publishers,
         players: cfg.players,
         play_sessions,
-        pps_per_publisher: cfg.pps,
+        pps_per_publisher: match cfg.profile {
+            crate::profile::Profile::Flat => cfg.pps,
+            p => crate::profile::Schedule::new(p, cfg.size)
+                .mean_pps()
+                .round() as u32,
+        },
+        profile: format!("{:?}", cfg.profile).to_lowercase(),
         packet_size: cfg.size,
         latency_clock: if cfg.kernel_timestamps {
             "kernel receive timestamp".into()

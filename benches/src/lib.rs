@@ -10,6 +10,8 @@
 //! - [`relay`]: the raw batched UDP relay, the physical-limit baseline.
 //! - [`rest`]: the server's REST API (publish / play / terminate).
 //! - [`fanout`]: one load run: sessions, paced publishers, receiving players, report.
+//! - [`profile`] and [`framesend`]: what publishers send over time (flat, video frames,
+//!   audio, both) and the sender for frame profiles.
 //! - [`report`] and [`plot`]: JSON report, human summary, comparison, SVG plot.
 //! - [`cluster`]: `load fanout --cluster`: origin + edges, cold/warm play -> first packet.
 //! - [`terminate`]: terminate -> last packet latency with many sessions.
@@ -17,9 +19,11 @@
 pub mod clock;
 pub mod cluster;
 pub mod fanout;
+pub mod framesend;
 pub mod net;
 pub mod pkt;
 pub mod plot;
+pub mod profile;
 pub mod relay;
 pub mod report;
 pub mod rest;

@@ -418,6 +418,26 @@ impl SendBatch {
         &mut self.bufs[i * self.size..(i + 1) * self.size]
     }
 
+    /// Sends packets `0..lens.len()` on the connected socket `fd`, packet `i` being the first
+    /// `lens[i]` bytes of its buffer (frames of varying sizes).
+    pub fn send_sized(&mut self, fd: RawFd, lens: &[usize]) -> SendResult {
+        let n = lens.len().min(self.msgs.len());
+        let base = self.bufs.as_mut_ptr();
+        for (i, &len) in lens.iter().enumerate().take(n) {
+            self.iovs[i] = libc::iovec {
+                // SAFETY: i * size < bufs.len().
+                iov_base: unsafe { base.add(i * self.size) } as *mut libc::c_void,
+                iov_len: len.min(self.size),
+            };
+            // SAFETY: zeroed mmsghdr is valid (no name: connected socket).
+            self.msgs[i] = unsafe { zeroed() };
+            self.msgs[i].msg_hdr.msg_iov = &mut self.iovs[i];
+            self.msgs[i].msg_hdr.msg_iovlen = 1;
+        }
+        // SAFETY: the messages point into self.iovs / self.bufs, alive for the call.
+        unsafe { send_all(fd, &mut self.msgs[..n]) }
+    }
+
     /// Sends packets `0..n` on the connected socket `fd`.
     pub fn send(&mut self, fd: RawFd, n: usize) -> SendResult {
         let n = n.min(self.msgs.len());

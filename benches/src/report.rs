@@ -162,8 +162,11 @@ pub struct Report {
     pub players: u32,
     /// Play sessions created (0 against the raw relay).
     pub play_sessions: u32,
-    /// 0 = unpaced (as fast as possible).
+    /// 0 = unpaced (as fast as possible); frame profiles: their mean rate.
     pub pps_per_publisher: u32,
+    /// What publishers sent: flat (paced packets), video, audio or av (frames).
+    #[serde(default)]
+    pub profile: String,
     pub packet_size: usize,
     /// How arrival times were taken (latency = arrival - send stamp).
     pub latency_clock: String,
@@ -209,7 +212,7 @@ impl Report {
         let r = &self.received;
         let _ = writeln!(
             s,
-            "{} {}: {} publisher(s) x {} pps, {} player(s), {} B packets, {:.1} s",
+            "{} {}: {} publisher(s) x {} pps{}, {} player(s), {} B packets, {:.1} s",
             self.target,
             self.target_addr,
             self.publishers,
@@ -217,6 +220,10 @@ impl Report {
                 "max".to_string()
             } else {
                 self.pps_per_publisher.to_string()
+            },
+            match self.profile.as_str() {
+                "" | "flat" => String::new(),
+                p => format!(" ({p} frames)"),
             },
             self.players,
             self.packet_size,

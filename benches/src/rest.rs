@@ -211,14 +211,25 @@ impl Client {
     }
 
     /// Stops sessions, in chunks so a request stays small.
+    /// Terminates `ids`, 500 per request. A chunk the server no longer has (404) is not an
+    /// error: a publisher's stop stops its players, so theirs may be gone already.
     pub fn terminate(&self, ids: &[String]) -> Result<()> {
+        let url = format!("{}/rest-api/stream/terminate", self.base);
         for chunk in ids.chunks(500) {
-            let _: serde_json::Value = self.post(
-                "/rest-api/stream/terminate",
-                TerminateRequest {
-                    media_session_ids: chunk,
-                },
-            )?;
+            let mut req = self.agent.post(&url);
+            if let Some(t) = &self.token {
+                req = req.set("Authorization", &format!("Bearer {t}"));
+            }
+            match req.send_json(TerminateRequest {
+                media_session_ids: chunk,
+            }) {
+                Ok(_) | Err(ureq::Error::Status(404, _)) => {}
+                Err(ureq::Error::Status(code, r)) => {
+                    let text = r.into_string().unwrap_or_default();
+                    return Err(format!("POST {url}: HTTP {code}: {}", text.trim()).into());
+                }
+                Err(e) => return Err(format!("POST {url}: {e}").into()),
+            }
         }
         Ok(())
     }

@@ -75,12 +75,16 @@ fn one_publisher_to_200_players_over_all_shards() {
     );
 
     // Each player reads on its own thread while the publisher sends, as a real client would
-    // (a socket's default receive buffer holds only ~250 small datagrams).
+    // (a socket's default receive buffer holds only ~250 small datagrams, and 200 reading
+    // threads on a busy 2-core machine can fall that far behind: give them room).
     let n = 300u16;
     let readers: Vec<_> = players
         .iter()
         .map(|p| {
             let sock = p.sock.try_clone().unwrap();
+            socket2::SockRef::from(&sock)
+                .set_recv_buffer_size(1 << 20)
+                .unwrap();
             std::thread::spawn(move || recv_rtp(&sock, n as usize, T))
         })
         .collect();

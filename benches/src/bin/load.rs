@@ -131,9 +131,14 @@ fn parse_targets(s: &str) -> std::result::Result<Targets, String> {
 /// Knobs shared by fanout / publish / play.
 #[derive(Args, Clone)]
 struct LoadArgs {
-    /// Packets per second per publisher (0 = as fast as possible).
+    /// Packets per second per publisher (0 = as fast as possible; flat profile only).
     #[arg(long, default_value_t = 1000)]
     pps: u32,
+    /// What publishers send: flat (evenly paced --pps packets of --size), video (30 fps
+    /// frames: a 60-packet keyframe every 2 s, P-frames of 3-15 packets, each frame a burst),
+    /// audio (50 pps x 160 B) or av (both).
+    #[arg(long, default_value = "flat")]
+    profile: benches::profile::Profile,
     /// RTP packet size in bytes, header included.
     #[arg(long, default_value_t = 1200)]
     size: usize,
@@ -274,6 +279,7 @@ fn config(
     }
     let mut c = FanoutConfig::new(target, names, publishers, players);
     c.pps = a.pps;
+    c.profile = a.profile;
     c.size = a.size;
     c.duration = Duration::from_secs_f64(a.duration);
     c.drain = Duration::from_millis(a.drain_ms);

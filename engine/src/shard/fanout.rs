@@ -18,10 +18,9 @@ use super::Shard;
 
 /// Size of a send slot's SRTP buffer: a protected packet that fits an Ethernet frame (1,472
 /// bytes of UDP payload on a 1,500-byte MTU) with room to spare. Bigger packets (jumbo frames,
-/// loopback) take the allocating `protect_rtp` path instead. A slot buffer is only allocated
-/// once the slot carries SRTP, so it costs at most `send_slots` x 1.5 KiB per shard, in
-/// proportion to how many SRTP sends are in flight at once.
-const SRTP_SLOT_LEN: usize = 1536;
+/// loopback) take the allocating `protect_rtp` path instead. The buffers are one slab per
+/// shard (`Shard::srtp_slab`), resident only where SRTP sends have used it.
+pub(super) const SRTP_SLOT_LEN: usize = 1536;
 /// The largest SRTP tag of the suites we speak (AEAD_AES_128_GCM).
 pub(super) const SRTP_MAX_OVERHEAD: usize = 16;
 
@@ -128,9 +127,7 @@ impl Shard {
             // kernel sends from that buffer, which stays put until the send completes.
             let len = 12 + payload.len();
             let protected = if len + SRTP_MAX_OVERHEAD <= SRTP_SLOT_LEN {
-                let buf = sl
-                    .srtp_buf
-                    .get_or_insert_with(|| vec![0u8; SRTP_SLOT_LEN].into_boxed_slice());
+                let buf = &mut self.srtp_slab[slot * SRTP_SLOT_LEN..(slot + 1) * SRTP_SLOT_LEN];
                 buf[..12].copy_from_slice(&sl.head[..12]);
                 buf[12..len].copy_from_slice(payload);
                 ctx.protect_rtp_in_place(buf, len)

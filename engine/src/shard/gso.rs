@@ -42,13 +42,15 @@ pub(super) struct Pending {
 }
 
 /// Memory for one in-flight batched sendmsg; boxed, so it does not move while the kernel
-/// may read it. Its vectors are sized once and reused (no allocation per batch).
+/// may read it. A shard makes all of them at start with their vectors at full capacity, so
+/// nothing is allocated afterwards (the SRTP buffer's pages stay untouched, so not resident,
+/// until a batch needs them).
 pub(super) struct BatchSlot {
     hdr: libc::msghdr,
     iov: Vec<libc::iovec>,
     heads: [[u8; 12]; MAX_SEGS],
     pkts: Vec<Bytes>,
-    /// SRTP: the protected packets back to back (reserved on first SRTP use).
+    /// SRTP: the protected packets back to back.
     buf: Vec<u8>,
     /// One cmsghdr carrying the u16 segment size (CMSG_SPACE(2) = 24 bytes), 8-aligned.
     cmsg: [u64; 3],
@@ -62,14 +64,14 @@ pub(super) struct BatchSlot {
 }
 
 impl BatchSlot {
-    fn new() -> Box<Self> {
+    pub(super) fn new() -> Box<Self> {
         Box::new(Self {
             // SAFETY: a zeroed msghdr is a valid placeholder, filled before each use.
             hdr: unsafe { std::mem::zeroed() },
             iov: Vec::with_capacity(2 * MAX_SEGS),
             heads: [[0; 12]; MAX_SEGS],
             pkts: Vec::with_capacity(MAX_SEGS),
-            buf: Vec::new(),
+            buf: Vec::with_capacity(MAX_BATCH_BYTES + MAX_SEGS * SRTP_MAX_OVERHEAD),
             cmsg: [0; 3],
             addr: RawAddr::new(std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
             seg: 0,
@@ -299,10 +301,6 @@ impl Shard {
         b.pkts.clear();
         b.buf.clear();
         b.srtp = l.srtp_out.is_some();
-        if b.srtp && b.buf.capacity() == 0 {
-            b.buf
-                .reserve_exact(MAX_BATCH_BYTES + MAX_SEGS * SRTP_MAX_OVERHEAD);
-        }
         let (mut n, mut seg, mut total) = (0usize, 0usize, 0usize);
         let mut first = false;
         for &k in run {
@@ -416,10 +414,6 @@ impl Shard {
     fn alloc_batch(&mut self) -> Option<usize> {
         if let Some(i) = self.free_batches.pop() {
             return Some(i as usize);
-        }
-        if self.batches.len() < self.max_batches {
-            self.batches.push(BatchSlot::new());
-            return Some(self.batches.len() - 1);
         }
         // All in flight: the kernel finishes UDP sends at submit, so reaping frees them.
         self.reap_sends();

@@ -77,6 +77,10 @@ pub(crate) struct Shard {
     recv_hdr: Box<libc::msghdr>,
     wake_buf: Box<u64>,
     slots: Box<[SendSlot]>,
+    /// SRTP players: slot i protects its packet in place in `srtp_slab[i * SRTP_SLOT_LEN..]`
+    /// and sends from there. One zeroed allocation at start (mapped, so a page costs memory
+    /// only once an SRTP send has used it); nothing is allocated per packet or per slot.
+    srtp_slab: Box<[u8]>,
     free_slots: Vec<u32>,
     me: usize,
     cfg: ShardConfig,
@@ -103,14 +107,13 @@ pub(crate) struct Shard {
     timers: Timers,
     deferred: Vec<(u64, i32, u32)>,
     /// GSO fan-out (see `gso.rs`): whether it is on, streams with queued packets, batch
-    /// send memory (grown on demand up to `max_batches`, then recycled) and a run buffer.
+    /// send memory (made at start, recycled) and a run buffer.
     gso: bool,
     dirty: Vec<StreamId>,
     // Boxed: a slot must stay put while the kernel reads it, even when the Vec grows.
     #[allow(clippy::vec_box)]
     batches: Vec<Box<gso::BatchSlot>>,
     free_batches: Vec<u32>,
-    max_batches: usize,
     run_scratch: Vec<usize>,
     /// Arrival time of the datagram being handled (ns, CLOCK_REALTIME).
     rx_stamp: u64,
@@ -150,18 +153,23 @@ impl Shard {
                 addr: RawAddr::new(SocketAddr::from(([0, 0, 0, 0], 0))),
                 head: [0; 16],
                 pkt: None,
-                srtp_buf: None,
             })
             .collect::<Vec<_>>()
             .into_boxed_slice();
         let free_slots = (0..cfg.send_slots as u32).rev().collect();
         let n = mesh.shards();
-        let max_batches = (cfg.send_slots / 32).max(16);
+        // In-flight batches: 1/32 of the send slots (a batch carries up to 64 packets).
+        let n_batches = if gso {
+            (cfg.send_slots / 32).max(16)
+        } else {
+            0
+        };
         let mut shard = Self {
             ring,
             bufs,
             recv_hdr,
             wake_buf: Box::new(0),
+            srtp_slab: vec![0u8; cfg.send_slots * fanout::SRTP_SLOT_LEN].into_boxed_slice(),
             slots,
             free_slots,
             me,
@@ -185,9 +193,8 @@ impl Shard {
             deferred: Vec::with_capacity(8192),
             gso,
             dirty: Vec::new(),
-            batches: Vec::new(),
-            free_batches: Vec::new(),
-            max_batches,
+            batches: (0..n_batches).map(|_| gso::BatchSlot::new()).collect(),
+            free_batches: (0..n_batches as u32).rev().collect(),
             run_scratch: Vec::with_capacity(gso::MAX_SEGS),
             rx_stamp: 0,
             wake_pending: vec![false; n],

@@ -112,11 +112,6 @@ pub(super) struct SendSlot {
     pub(super) addr: RawAddr,
     pub(super) head: [u8; 16],
     pub(super) pkt: Option<Bytes>,
-    /// SRTP players: the packet is protected in place here (header, payload, tag) and sent
-    /// from here. Allocated the first time this slot carries an SRTP packet and kept for the
-    /// shard's life (at most `send_slots` allocations per shard, none per packet; plain-RTP
-    /// shards never allocate them, and only slots actually used cost memory).
-    pub(super) srtp_buf: Option<Box<[u8]>>,
 }
 
 impl Shard {

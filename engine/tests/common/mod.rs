@@ -5,18 +5,20 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 pub struct Counting;
 
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+/// Counting on every thread (the engine's shards), not just the caller's.
+static ALL: AtomicBool = AtomicBool::new(false);
 
 thread_local! {
     static ON: Cell<bool> = const { Cell::new(false) };
 }
 
 fn note() {
-    if ON.with(|c| c.get()) {
+    if ALL.load(Ordering::Relaxed) || ON.with(|c| c.get()) {
         ALLOCS.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -48,5 +50,16 @@ pub fn counted<R>(f: impl FnOnce() -> R) -> (R, usize) {
     ON.with(|c| c.set(true));
     let r = f();
     ON.with(|c| c.set(false));
+    (r, ALLOCS.load(Ordering::Relaxed) - before)
+}
+
+/// [`counted`] for every thread of the process (the caller must be the only one doing
+/// anything but the code under test).
+#[allow(dead_code)]
+pub fn counted_all<R>(f: impl FnOnce() -> R) -> (R, usize) {
+    let before = ALLOCS.load(Ordering::Relaxed);
+    ALL.store(true, Ordering::SeqCst);
+    let r = f();
+    ALL.store(false, Ordering::SeqCst);
     (r, ALLOCS.load(Ordering::Relaxed) - before)
 }
