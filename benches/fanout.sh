@@ -49,11 +49,12 @@ TARGET_DIR=${CARGO_TARGET_DIR:-target}
 SERVER_BIN=${SERVER_BIN:-$TARGET_DIR/release/mediaserver}
 SERVER_ARGS=${SERVER_ARGS:-run --config $OUT/bench.toml}
 HTTP=${HTTP:-127.0.0.1:8081}
-# Local ports, outside the server's default media range (10000-32767); bound explicitly, so a
-# port some other socket holds fails the run loudly.
-RELAY_PORT=${RELAY_PORT:-44000}
-PUBLISHER_BASE=${PUBLISHER_BASE:-44100}
-PLAYER_BASE=${PLAYER_BASE:-45000}
+# Local ports, outside the server's default media range (10000-32767) and above Linux's
+# ephemeral range (32768-60999, where the tool's own HTTP connections get their ports); bound
+# explicitly, so a port some other socket holds fails the run loudly.
+RELAY_PORT=${RELAY_PORT:-61000}
+PUBLISHER_BASE=${PUBLISHER_BASE:-61010}
+PLAYER_BASE=${PLAYER_BASE:-61100}
 SKIP_BUILD=${SKIP_BUILD:-0}
 LOAD_BIN=${LOAD_BIN:-$TARGET_DIR/release/load}
 SRTP=${SRTP:-AES_CM_128_HMAC_SHA1_80}

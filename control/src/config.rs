@@ -214,6 +214,10 @@ pub struct MediaConfig {
     pub pin_cores: bool,
     pub max_sessions: usize,
     pub max_players_per_stream: usize,
+    /// A stream's players stay on its publisher's shard up to this many (one core serves the
+    /// stream: no cross-shard hop per packet); more go to the shards with fewest of them.
+    /// 0: every session is spread round robin over the shards.
+    pub stream_shard_players: usize,
     /// NACK entries per second one player may send towards the publisher (0 = none); past
     /// it they are dropped and counted (`mediaserver_nacks_dropped_total`).
     pub nack_rate_per_player: u32,
@@ -322,6 +326,9 @@ impl Config {
         c.media.bind = "127.0.0.1".parse().unwrap();
         c.media.shards = shards;
         c.media.pin_cores = false;
+        // Tests place sessions round robin, so both shards and the hops between them are
+        // exercised with few players; the placement rule has its own test.
+        c.media.stream_shard_players = 0;
         // Servers of one test process get disjoint media port windows (8 x 2,800 ports): a
         // port freed by one test's server is not reused by another's while the first test
         // still sends to it (a stray packet would latch a plain-RTP publisher there). All

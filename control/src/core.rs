@@ -364,8 +364,14 @@ impl Core {
             (has_audio, has_video) = (a, v);
             (audio_codec, video_codec) = (ac, vc);
         }
+        let placed = || {
+            let cap = self.cfg.media.stream_shard_players;
+            let reg = self.reg.lock().unwrap();
+            reg.place(&req.name, req.published, n, cap)
+        };
         let shard = req
             .shard
+            .or_else(placed)
             .unwrap_or_else(|| self.rr.fetch_add(1, Ordering::Relaxed) % n);
         let record = SessionRecord {
             id,

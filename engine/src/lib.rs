@@ -7,6 +7,7 @@ pub mod arena;
 mod bufring;
 pub mod feedback;
 pub mod h264;
+mod mapped;
 pub mod mesh;
 pub mod rewrite;
 pub mod rtp;

@@ -449,3 +449,24 @@ fn a_stranger_cannot_latch_a_publisher_whose_offer_names_its_address() {
     send_stream(&stranger, media, 0x5157, 6, 5, 9);
     assert!(player.recv(1, Duration::from_millis(300)).is_empty());
 }
+
+#[test]
+fn a_small_stream_is_served_from_its_publishers_shard_and_spills_past_the_cap() {
+    let mut cfg = control::Config::for_tests(2);
+    cfg.media.stream_shard_players = 3;
+    let srv = start_with(cfg);
+    let base = srv.base_url();
+    let (_, media, pub_shard) = publish(&base, "small");
+    let players: Vec<Player> = (0..5).map(|_| Player::join(&base, "small", None)).collect();
+    let shards: Vec<usize> = players.iter().map(|p| p.shard).collect();
+    assert_eq!(&shards[..3], &[pub_shard; 3], "the first 3 on the publisher's shard");
+    assert!(
+        shards[3..].iter().all(|&s| s != pub_shard),
+        "past the cap, on the other shard: {shards:?}"
+    );
+    let publisher = UdpSocket::bind("127.0.0.1:0").unwrap();
+    send_stream(&publisher, media, 77, 10, 40, 3);
+    for p in &players {
+        assert_continuous(&p.recv(40, T), 40, 77, 3);
+    }
+}

@@ -23,6 +23,7 @@ use crate::rtp;
 use super::fanout::SRTP_MAX_OVERHEAD;
 use super::ring::{ud, RawAddr, KIND_BATCH};
 use super::Shard;
+use crate::mapped::MappedBytes;
 
 /// Segments per GSO send (the kernel's UDP_MAX_SEGMENTS).
 pub(super) const MAX_SEGS: usize = 64;
@@ -50,8 +51,9 @@ pub(super) struct BatchSlot {
     iov: Vec<libc::iovec>,
     heads: [[u8; 12]; MAX_SEGS],
     pkts: Vec<Bytes>,
-    /// SRTP: the protected packets back to back.
-    buf: Vec<u8>,
+    /// SRTP: the protected packets back to back, `buf_len` bytes of them.
+    buf: MappedBytes,
+    buf_len: usize,
     /// One cmsghdr carrying the u16 segment size (CMSG_SPACE(2) = 24 bytes), 8-aligned.
     cmsg: [u64; 3],
     addr: RawAddr,
@@ -64,14 +66,15 @@ pub(super) struct BatchSlot {
 }
 
 impl BatchSlot {
-    pub(super) fn new() -> Box<Self> {
-        Box::new(Self {
+    pub(super) fn new() -> std::io::Result<Box<Self>> {
+        Ok(Box::new(Self {
             // SAFETY: a zeroed msghdr is a valid placeholder, filled before each use.
             hdr: unsafe { std::mem::zeroed() },
             iov: Vec::with_capacity(2 * MAX_SEGS),
             heads: [[0; 12]; MAX_SEGS],
             pkts: Vec::with_capacity(MAX_SEGS),
-            buf: Vec::with_capacity(MAX_BATCH_BYTES + MAX_SEGS * SRTP_MAX_OVERHEAD),
+            buf: MappedBytes::zeroed(MAX_BATCH_BYTES + MAX_SEGS * SRTP_MAX_OVERHEAD)?,
+            buf_len: 0,
             cmsg: [0; 3],
             addr: RawAddr::new(std::net::SocketAddr::from(([0, 0, 0, 0], 0))),
             seg: 0,
@@ -79,7 +82,7 @@ impl BatchSlot {
             total: 0,
             srtp: false,
             owner: (0, 0, 0),
-        })
+        }))
     }
 
     /// Segment `i` as (pointer, length) pairs of iovecs: one for SRTP, two for plain RTP.
@@ -299,7 +302,7 @@ impl Shard {
         };
         b.iov.clear();
         b.pkts.clear();
-        b.buf.clear();
+        b.buf_len = 0;
         b.srtp = l.srtp_out.is_some();
         let (mut n, mut seg, mut total) = (0usize, 0usize, 0usize);
         let mut first = false;
@@ -320,17 +323,17 @@ impl Shard {
             }
             let payload = &pd.pkt[12..];
             let out = if let Some(ctx) = l.srtp_out.as_mut() {
-                let (off, len) = (b.buf.len(), 12 + payload.len());
-                b.buf.resize(off + len + SRTP_MAX_OVERHEAD, 0);
-                b.buf[off..off + 12].copy_from_slice(head);
-                b.buf[off + 12..off + len].copy_from_slice(payload);
-                match ctx.protect_rtp_in_place(&mut b.buf[off..], len) {
+                // Fits: a run's bytes are bounded by MAX_BATCH_BYTES, tags included.
+                let (off, len) = (b.buf_len, 12 + payload.len());
+                let room = &mut b.buf[off..off + len + SRTP_MAX_OVERHEAD];
+                room[..12].copy_from_slice(head);
+                room[12..len].copy_from_slice(payload);
+                match ctx.protect_rtp_in_place(room, len) {
                     Ok(m) => {
-                        b.buf.truncate(off + m);
+                        b.buf_len = off + m;
                         m
                     }
                     Err(_) => {
-                        b.buf.truncate(off);
                         self.counters.dropped_srtp += 1;
                         s.counters.dropped += 1;
                         continue;

@@ -78,9 +78,9 @@ pub(crate) struct Shard {
     wake_buf: Box<u64>,
     slots: Box<[SendSlot]>,
     /// SRTP players: slot i protects its packet in place in `srtp_slab[i * SRTP_SLOT_LEN..]`
-    /// and sends from there. One zeroed allocation at start (mapped, so a page costs memory
-    /// only once an SRTP send has used it); nothing is allocated per packet or per slot.
-    srtp_slab: Box<[u8]>,
+    /// and sends from there. Mapped at start (a page costs memory only once an SRTP send has
+    /// used it); nothing is allocated per packet or per slot.
+    srtp_slab: crate::mapped::MappedBytes,
     free_slots: Vec<u32>,
     me: usize,
     cfg: ShardConfig,
@@ -169,7 +169,7 @@ impl Shard {
             bufs,
             recv_hdr,
             wake_buf: Box::new(0),
-            srtp_slab: vec![0u8; cfg.send_slots * fanout::SRTP_SLOT_LEN].into_boxed_slice(),
+            srtp_slab: crate::mapped::MappedBytes::zeroed(cfg.send_slots * fanout::SRTP_SLOT_LEN)?,
             slots,
             free_slots,
             me,
@@ -193,7 +193,9 @@ impl Shard {
             deferred: Vec::with_capacity(8192),
             gso,
             dirty: Vec::new(),
-            batches: (0..n_batches).map(|_| gso::BatchSlot::new()).collect(),
+            batches: (0..n_batches)
+                .map(|_| gso::BatchSlot::new())
+                .collect::<std::io::Result<_>>()?,
             free_batches: (0..n_batches as u32).rev().collect(),
             run_scratch: Vec::with_capacity(gso::MAX_SEGS),
             rx_stamp: 0,
