@@ -459,7 +459,11 @@ fn a_small_stream_is_served_from_its_publishers_shard_and_spills_past_the_cap() 
     let (_, media, pub_shard) = publish(&base, "small");
     let players: Vec<Player> = (0..5).map(|_| Player::join(&base, "small", None)).collect();
     let shards: Vec<usize> = players.iter().map(|p| p.shard).collect();
-    assert_eq!(&shards[..3], &[pub_shard; 3], "the first 3 on the publisher's shard");
+    assert_eq!(
+        &shards[..3],
+        &[pub_shard; 3],
+        "the first 3 on the publisher's shard"
+    );
     assert!(
         shards[3..].iter().all(|&s| s != pub_shard),
         "past the cap, on the other shard: {shards:?}"
