@@ -87,6 +87,11 @@ pub fn age(now_ns: u64, stamp_ns: u64) -> u64 {
     now_ns.saturating_sub(stamp_ns)
 }
 
+/// Whether a packet stamped `stamp_ns` is too old to send at `now_ns` (`max_ns == 0`: never).
+pub fn stale(now_ns: u64, stamp_ns: u64, max_ns: u64) -> bool {
+    max_ns > 0 && age(now_ns, stamp_ns) > max_ns
+}
+
 /// The SO_RCVBUF a publisher socket needs to hold `max_queue_ns` of a stream arriving at
 /// `bytes_per_s`, twice over for bursts (the kernel doubles the value set, for its own
 /// per-datagram overhead), never less than a keyframe burst needs nor more than 4 MiB. Past
@@ -127,6 +132,7 @@ mod tests {
     fn age_is_never_negative_and_buffers_are_bounded() {
         assert_eq!(age(5, 10), 0);
         assert_eq!(age(10, 4), 6);
+        assert!(stale(100, 10, 50) && !stale(100, 60, 50) && !stale(100, 0, 0));
         // 2,600 pps x 1,200 B for 50 ms, twice: ~312 KB, above the floor.
         let b = recv_buffer_for(2_600 * 1_200, 50_000_000);
         assert!(b > 256 << 10 && b < 4 << 20, "{b}");

@@ -62,12 +62,14 @@ impl Shard {
         if ls.players.is_empty() {
             return;
         }
-        let a = age::age(age::now_ns(), stamp);
-        if !self.cfg.max_queue.is_zero() && a > self.cfg.max_queue.as_nanos() as u64 {
+        let now = age::now_ns();
+        if age::stale(now, stamp, self.cfg.max_queue.as_nanos() as u64) {
             self.counters.dropped_stale += 1;
             return;
         }
-        self.counters.age_at_send.record(a, ls.players.len() as u64);
+        self.counters
+            .age_at_send
+            .record(age::age(now, stamp), ls.players.len() as u64);
         // Iterate a copy (reused buffer, no allocation once grown) so `send_media` can borrow
         // the shard, and so a panic caught mid-way leaves the stream's player list intact.
         self.rtc_payload = None;

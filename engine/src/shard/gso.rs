@@ -21,7 +21,7 @@ use crate::api::*;
 use crate::rtp;
 
 use super::fanout::SRTP_MAX_OVERHEAD;
-use super::ring::{ud, RawAddr, KIND_BATCH};
+use super::ring::{setsockopt_int, ud, RawAddr, KIND_BATCH};
 use super::Shard;
 use crate::mapped::MappedBytes;
 
@@ -103,24 +103,6 @@ pub(super) fn gso_supported() -> bool {
     setsockopt_int(s.as_raw_fd(), SOL_UDP, UDP_SEGMENT, 1200).is_ok()
 }
 
-fn setsockopt_int(fd: i32, level: i32, name: i32, v: i32) -> std::io::Result<()> {
-    // SAFETY: fd is a live socket; the option value is an int on the stack.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            &v as *const i32 as *const libc::c_void,
-            std::mem::size_of::<i32>() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
-}
-
 pub(super) fn refuse_gso(fd: i32) -> std::io::Result<()> {
     setsockopt_int(fd, libc::SOL_SOCKET, SO_NO_CHECK, 1)
 }
@@ -168,9 +150,7 @@ impl Shard {
             players.clear();
             players.extend_from_slice(&ls.players);
             let before = pending.len();
-            if max_age > 0 {
-                pending.retain(|p| age::age(now, p.stamp) <= max_age);
-            }
+            pending.retain(|p| !age::stale(now, p.stamp, max_age));
             self.counters.dropped_stale += (before - pending.len()) as u64;
             for p in &pending {
                 self.counters

@@ -189,7 +189,7 @@ impl Shard {
                 counters: s.counters,
             });
         }
-        if max_queue > 0 && age::age(now, stamp) > max_queue {
+        if age::stale(now, stamp, max_queue) {
             self.counters.dropped_stale += 1;
             return;
         }
@@ -216,19 +216,9 @@ fn size_recv_buffer(l: &mut Leg, len: usize, now: u64, max_queue: u64) -> Option
     if l.rcvbuf != 0 && want.abs_diff(l.rcvbuf) <= l.rcvbuf / 4 {
         return None;
     }
-    let v = want as libc::c_int;
-    // SAFETY: a live socket; the value is an int on the stack.
-    let r = unsafe {
-        libc::setsockopt(
-            std::os::fd::AsRawFd::as_raw_fd(&l.socket),
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            &v as *const libc::c_int as *const libc::c_void,
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
+    let r = socket2::SockRef::from(&l.socket).set_recv_buffer_size(want);
     l.rcvbuf = want;
-    (r == 0).then_some(want)
+    r.ok().map(|()| want)
 }
 
 fn track_loss(s: &mut Session, h: &rtp::RtpHeader) {

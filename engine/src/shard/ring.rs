@@ -80,6 +80,26 @@ impl RawAddr {
     }
 }
 
+/// An int socket option that socket2 does not wrap (UDP_SEGMENT, SO_NO_CHECK, SO_TIMESTAMPNS,
+/// SO_RXQ_OVFL).
+pub(super) fn setsockopt_int(fd: i32, level: i32, name: i32, v: i32) -> std::io::Result<()> {
+    // SAFETY: fd is a live socket; the option value is an int on the stack.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            &v as *const i32 as *const libc::c_void,
+            std::mem::size_of::<i32>() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Decodes the source address the kernel wrote into a multishot RecvMsg buffer.
 pub(super) fn parse_name(name: &[u8]) -> Option<SocketAddr> {
     if name.len() < 2 {
@@ -336,17 +356,7 @@ impl Shard {
     /// drops (one setsockopt each, at session start).
     pub(super) fn enable_arrival_stamps(fd: i32) {
         for opt in [SO_TIMESTAMPNS, SO_RXQ_OVFL] {
-            let on: libc::c_int = 1;
-            // SAFETY: fd is a live socket; the value is an int on the stack.
-            unsafe {
-                libc::setsockopt(
-                    fd,
-                    libc::SOL_SOCKET,
-                    opt,
-                    &on as *const libc::c_int as *const libc::c_void,
-                    std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-                )
-            };
+            let _ = setsockopt_int(fd, libc::SOL_SOCKET, opt, 1);
         }
     }
 
