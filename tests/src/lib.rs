@@ -49,6 +49,26 @@ pub fn publish(base: &str, name: &str) -> (String, SocketAddr, usize) {
     session_of(&v)
 }
 
+/// Creates a publisher for `name` from an SDP offer; returns what [`publish`] does.
+pub fn publish_sdp(base: &str, name: &str, sdp: &str) -> (String, SocketAddr, usize) {
+    let (st, v) = post(
+        base,
+        "/rest-api/publish",
+        serde_json::json!({ "name": name, "sdp": sdp }),
+    );
+    assert_eq!(st, 200, "publish {name}: {v}");
+    session_of(&v)
+}
+
+/// The engine's id of the session with this mediaSessionId (for fault injection).
+pub fn internal_id(srv: &Server, msid: &str) -> u64 {
+    srv.core.find(&control::registry::Filter {
+        media_session_ids: Some([msid.to_string()].into_iter().collect()),
+        ..Default::default()
+    })[0]
+        .id
+}
+
 fn session_of(v: &Value) -> (String, SocketAddr, usize) {
     let port = v["port"].as_u64().expect("port") as u16;
     (

@@ -414,13 +414,7 @@ fn a_stranger_cannot_latch_a_publisher_whose_offer_names_its_address() {
     // The publisher says (c=) it sends from 127.0.0.5; the server announces 127.0.0.1.
     let offer = "v=0\r\no=- 0 0 IN IP4 127.0.0.5\r\ns=cam\r\nc=IN IP4 127.0.0.5\r\nt=0 0\r\n\
                  m=video 9 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=sendonly\r\n";
-    let (st, v) = post(
-        &base,
-        "/rest-api/publish",
-        json!({"name": "guarded", "sdp": offer}),
-    );
-    assert_eq!(st, 200, "{v}");
-    let media = std::net::SocketAddr::from(([127, 0, 0, 1], v["port"].as_u64().unwrap() as u16));
+    let (_, media, _) = publish_sdp(&base, "guarded", offer);
     let player = Player::join(&base, "guarded", None);
 
     // A stranger on another address gets there first: nothing is latched or forwarded.

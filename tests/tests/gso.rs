@@ -85,14 +85,6 @@ fn assert_burst(got: &[Rtp], tag: u8, what: &str) {
     }
 }
 
-fn internal_id(srv: &control::Server, msid: &str) -> u64 {
-    srv.core.find(&control::registry::Filter {
-        media_session_ids: Some([msid.to_string()].into_iter().collect()),
-        ..Default::default()
-    })[0]
-        .id
-}
-
 #[test]
 fn a_burst_reaches_each_player_whole_and_in_order_through_gso() {
     let srv = server(1000);
@@ -130,13 +122,7 @@ fn srtp_segments_are_each_a_whole_srtp_packet() {
     let base = srv.base_url();
     let offer = "v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=t\r\nc=IN IP4 0.0.0.0\r\nt=0 0\r\n\
                  m=video 9 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=sendonly\r\n";
-    let (st, v) = post(
-        &base,
-        "/rest-api/publish",
-        json!({"name": "s", "sdp": offer}),
-    );
-    assert_eq!(st, 200, "{v}");
-    let media = std::net::SocketAddr::from(([127, 0, 0, 1], v["port"].as_u64().unwrap() as u16));
+    let (_, media, _) = publish_sdp(&base, "s", offer);
     let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
     let keys = SrtpKeys::generate(SrtpProfile::AesCm128HmacSha1_80).unwrap();
     let port = sock.local_addr().unwrap().port();

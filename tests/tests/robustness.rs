@@ -141,7 +141,7 @@ fn garbage_at_media_ports_does_not_disturb_good_streams() {
     // The server sent every good packet to every player, and dropped nothing of them...
     let live = srv.core.live();
     for p in &players {
-        let id = id_of(&srv, &p.id);
+        let id = internal_id(&srv, &p.id);
         assert_eq!(
             live.counters[&id].packets_out, n_good as u64,
             "player {} was sent every good packet",
@@ -402,7 +402,7 @@ fn a_panic_in_one_session_fails_only_that_session() {
     // A bug while handling player a's RTCP.
     srv.core.inject_fault(
         a.shard,
-        engine::Fault::PanicOnNextPacket(id_of(&srv, &a.id)),
+        engine::Fault::PanicOnNextPacket(internal_id(&srv, &a.id)),
     );
     std::thread::sleep(Duration::from_millis(50));
     let rr = [0x80, 201, 0, 1, 0, 0, 0, 1];
@@ -428,7 +428,7 @@ fn a_panic_in_one_session_fails_only_that_session() {
     // The same for the publisher: it fails, players stay, the name can be published again.
     srv.core.inject_fault(
         pub_shard,
-        engine::Fault::PanicOnNextPacket(id_of(&srv, &pid)),
+        engine::Fault::PanicOnNextPacket(internal_id(&srv, &pid)),
     );
     std::thread::sleep(Duration::from_millis(50));
     send(2);
@@ -451,14 +451,6 @@ fn a_panic_in_one_session_fails_only_that_session() {
 }
 
 /// The engine-wide session id of a mediaSessionId (for fault injection).
-fn id_of(srv: &control::Server, msid: &str) -> u64 {
-    srv.core.find(&control::registry::Filter {
-        media_session_ids: Some([msid.to_string()].into_iter().collect()),
-        ..Default::default()
-    })[0]
-        .id
-}
-
 #[test]
 fn a_shard_panic_exits_the_process_non_zero() {
     // Re-run this test binary with only the child below, which must die with exit code 70.
