@@ -225,6 +225,46 @@ pub(crate) struct SenderResult {
     pub(crate) end_ns: u64,
 }
 
+impl SenderResult {
+    pub(crate) fn new(publishers: usize, t0: u64) -> Self {
+        Self {
+            per_publisher: vec![0; publishers],
+            bytes: 0,
+            failed: 0,
+            per_interval: Vec::new(),
+            end_ns: t0,
+        }
+    }
+
+    /// Accounts one `sendmmsg` made `since_t0_ns` into the run (`bytes`: what it sent).
+    pub(crate) fn record(
+        &mut self,
+        since_t0_ns: u64,
+        interval_ns: u64,
+        r: &crate::net::SendResult,
+        bytes: u64,
+        tx_count: &AtomicU64,
+    ) {
+        self.failed += r.failed as u64;
+        self.bytes += bytes;
+        tx_count.fetch_add(r.sent as u64, Ordering::Relaxed);
+        let slot = (since_t0_ns / interval_ns) as usize;
+        if self.per_interval.len() <= slot {
+            self.per_interval.resize(slot + 1, 0);
+        }
+        self.per_interval[slot] += r.sent as u64;
+    }
+
+    /// The run's end and what each publisher sent.
+    pub(crate) fn finish(mut self, pubs: &[Publisher], end: u64, t0: u64) -> Self {
+        self.end_ns = mono_ns().min(end).max(t0);
+        for (i, p) in pubs.iter().enumerate() {
+            self.per_publisher[i] = p.sent;
+        }
+        self
+    }
+}
+
 pub(crate) struct Publisher {
     pub(crate) sock: UdpSocket,
     pub(crate) idx: u32,
@@ -254,13 +294,7 @@ pub(crate) fn sender(
     // SRTP: each packet is built here in the clear, then protected into the send batch.
     let mut plain = vec![0u8; size];
     let step = ts_step(pps);
-    let mut res = SenderResult {
-        per_publisher: vec![0; pubs.len()],
-        bytes: 0,
-        failed: 0,
-        per_interval: Vec::new(),
-        end_ns: t0,
-    };
+    let mut res = SenderResult::new(pubs.len(), t0);
     sleep_until(t0);
     if pubs.is_empty() {
         // Play-only run: just keep time.
@@ -310,14 +344,8 @@ pub(crate) fn sender(
                 p.attempted += k as u64;
                 p.sent += r.sent as u64;
                 owed -= k as u64;
-                res.failed += r.failed as u64;
-                res.bytes += (r.sent * wire_size) as u64;
-                tx_count.fetch_add(r.sent as u64, Ordering::Relaxed);
-                let slot = ((stamp - t0) / interval_ns) as usize;
-                if res.per_interval.len() <= slot {
-                    res.per_interval.resize(slot + 1, 0);
-                }
-                res.per_interval[slot] += r.sent as u64;
+                let bytes = (r.sent * wire_size) as u64;
+                res.record(stamp - t0, interval_ns, &r, bytes, tx_count);
             }
         }
         if pps > 0 {
@@ -327,11 +355,7 @@ pub(crate) fn sender(
             sleep_until(next.min(end));
         }
     }
-    res.end_ns = mono_ns().min(end).max(t0);
-    for (i, p) in pubs.iter().enumerate() {
-        res.per_publisher[i] = p.sent;
-    }
-    res
+    res.finish(&pubs, end, t0)
 }
 
 struct ReceiverResult {

@@ -47,13 +47,7 @@ pub(crate) fn sender(
     let mut video_sent = vec![0u64; pubs.len()];
     let mut due: Vec<Due> = Vec::with_capacity(256);
     let mut lens: Vec<usize> = Vec::with_capacity(batch);
-    let mut res = SenderResult {
-        per_publisher: vec![0; pubs.len()],
-        bytes: 0,
-        failed: 0,
-        per_interval: Vec::new(),
-        end_ns: t0,
-    };
+    let mut res = SenderResult::new(pubs.len(), t0);
     sleep_until(t0);
     'outer: while !pubs.is_empty() {
         let now = mono_ns();
@@ -102,14 +96,8 @@ pub(crate) fn sender(
                 let r = sb.send_sized(p.sock.as_raw_fd(), &lens);
                 p.attempted += chunk.len() as u64;
                 p.sent += r.sent as u64;
-                res.failed += r.failed as u64;
-                res.bytes += lens[..r.sent].iter().sum::<usize>() as u64;
-                tx_count.fetch_add(r.sent as u64, Ordering::Relaxed);
-                let slot = ((stamp - t0) / interval_ns) as usize;
-                if res.per_interval.len() <= slot {
-                    res.per_interval.resize(slot + 1, 0);
-                }
-                res.per_interval[slot] += r.sent as u64;
+                let bytes = lens[..r.sent].iter().sum::<usize>() as u64;
+                res.record(stamp - t0, interval_ns, &r, bytes, tx_count);
             }
         }
         // Sleep until the next packet of any publisher is due.
@@ -121,9 +109,5 @@ pub(crate) fn sender(
             .unwrap_or(end);
         sleep_until(next.min(end));
     }
-    res.end_ns = mono_ns().min(end).max(t0);
-    for (i, p) in pubs.iter().enumerate() {
-        res.per_publisher[i] = p.sent;
-    }
-    res
+    res.finish(&pubs, end, t0)
 }
