@@ -176,6 +176,17 @@ engine_run() {
     stop_pid "$SERVER_PID"; SERVER_PID=""
 }
 
+# peer_run NAME LOG WHAT: the load against a forwarder already started in the background
+# (RELAY_PID, output in LOG) that listens on RELAY_PORT and sends to the players; then stops it.
+peer_run() {
+    local name=$1 log=$2 what=$3
+    sleep 0.5
+    kill -0 "$RELAY_PID" 2>/dev/null || { cat "$log" >&2; die "$what did not start"; }
+    timeout "$RUN_LIMIT" "$LOAD_BIN" fanout --raw-relay "127.0.0.1:$RELAY_PORT" --server-pid "$RELAY_PID" \
+        "${LOAD_ARGS[@]}" --json "$OUT/$name.json" --svg "$OUT/$name.svg"
+    stop_pid "$RELAY_PID"; RELAY_PID=""
+}
+
 relay_run() {
     local name=$1
     echo "== $name: raw relay ($RELAY_THREADS thread(s)) on 127.0.0.1:$RELAY_PORT -> 127.0.0.1:$PLAYER_BASE-$((PLAYER_BASE + PLAYERS - 1))"
@@ -183,11 +194,7 @@ relay_run() {
         --to "127.0.0.1:$PLAYER_BASE-$((PLAYER_BASE + PLAYERS - 1))" \
         --threads "$RELAY_THREADS" --duration "$RUN_LIMIT" --quiet --json "$OUT/$name-relay.json" >"$OUT/relay.log" 2>&1 &
     RELAY_PID=$!
-    sleep 0.3
-    kill -0 "$RELAY_PID" 2>/dev/null || { cat "$OUT/relay.log" >&2; die "relay did not start"; }
-    timeout "$RUN_LIMIT" "$LOAD_BIN" fanout --raw-relay "127.0.0.1:$RELAY_PORT" --server-pid "$RELAY_PID" \
-        "${LOAD_ARGS[@]}" --json "$OUT/$name.json" --svg "$OUT/$name.svg"
-    stop_pid "$RELAY_PID"; RELAY_PID=""
+    peer_run "$name" "$OUT/relay.log" relay
     cat "$OUT/relay.log"
 }
 
@@ -200,11 +207,7 @@ gst_run() {
         ! multiudpsink clients="$clients" sync=false async=false buffer-size=4194304 \
         >"$OUT/gst.log" 2>&1 &
     RELAY_PID=$!
-    sleep 0.5
-    kill -0 "$RELAY_PID" 2>/dev/null || { cat "$OUT/gst.log" >&2; die "gst-launch did not start"; }
-    timeout "$RUN_LIMIT" "$LOAD_BIN" fanout --raw-relay "127.0.0.1:$RELAY_PORT" --server-pid "$RELAY_PID" \
-        "${LOAD_ARGS[@]}" --json "$OUT/$name.json" --svg "$OUT/$name.svg"
-    stop_pid "$RELAY_PID"; RELAY_PID=""
+    peer_run "$name" "$OUT/gst.log" gst-launch
 }
 
 # cpu_us REPORT.json: the target's CPU microseconds per packet the players received.
