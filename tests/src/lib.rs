@@ -110,6 +110,21 @@ impl Player {
     pub fn recv(&self, n: usize, timeout: Duration) -> Vec<Rtp> {
         recv_rtp(&self.sock, n, timeout)
     }
+
+    /// [`recv`](Self::recv) on a thread of its own with a 1 MiB receive buffer, as a real
+    /// client reads while the server sends (the default buffer holds only ~90 full-size or
+    /// ~250 small datagrams, and many reader threads on a busy machine fall that far behind).
+    pub fn recv_in_background(
+        &self,
+        n: usize,
+        timeout: Duration,
+    ) -> std::thread::JoinHandle<Vec<Rtp>> {
+        let sock = self.sock.try_clone().unwrap();
+        socket2::SockRef::from(&sock)
+            .set_recv_buffer_size(1 << 20)
+            .unwrap();
+        std::thread::spawn(move || recv_rtp(&sock, n, timeout))
+    }
 }
 
 /// The fields of a received RTP packet the tests check.

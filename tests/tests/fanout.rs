@@ -74,19 +74,11 @@ fn one_publisher_to_200_players_over_all_shards() {
         "some on another shard"
     );
 
-    // Each player reads on its own thread while the publisher sends, as a real client would
-    // (a socket's default receive buffer holds only ~250 small datagrams, and 200 reading
-    // threads on a busy 2-core machine can fall that far behind: give them room).
+    // Each player reads on its own thread while the publisher sends, as a real client would.
     let n = 300u16;
     let readers: Vec<_> = players
         .iter()
-        .map(|p| {
-            let sock = p.sock.try_clone().unwrap();
-            socket2::SockRef::from(&sock)
-                .set_recv_buffer_size(1 << 20)
-                .unwrap();
-            std::thread::spawn(move || recv_rtp(&sock, n as usize, T))
-        })
+        .map(|p| p.recv_in_background(n as usize, T))
         .collect();
     let publisher = UdpSocket::bind("127.0.0.1:0").unwrap();
     send_stream(&publisher, media, 0x1111_2222, 65_000, n, 7); // wraps the sequence number

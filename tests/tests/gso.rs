@@ -53,14 +53,9 @@ fn stalled_burst(
     send_burst(publisher, media, seq0, tag);
 }
 
-/// Reads a burst on its own thread with room for all of it, as a real client would (a
-/// socket's default receive buffer holds only ~92 of these datagrams sent one by one).
+/// Reads a burst on its own thread with room for all of it.
 fn reader(p: &Player) -> std::thread::JoinHandle<Vec<Rtp>> {
-    let sock = p.sock.try_clone().unwrap();
-    socket2::SockRef::from(&sock)
-        .set_recv_buffer_size(1 << 20)
-        .unwrap();
-    std::thread::spawn(move || recv_rtp(&sock, BURST as usize, T))
+    p.recv_in_background(BURST as usize, T)
 }
 
 fn counters(srv: &control::Server) -> engine::ShardCounters {
