@@ -15,6 +15,11 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v curl >/dev/null || need+=(curl)
 # The TLS reload test makes certificates and reads the served one with the openssl CLI.
 command -v openssl >/dev/null || need+=(openssl)
+# GStreamer webrtcbin as a WHIP/WHEP peer (tests/tests/webrtcbin.rs), driven from python3-gi.
+for pkg in python3-gi gir1.2-gst-plugins-bad-1.0 gir1.2-gst-plugins-base-1.0 \
+  gstreamer1.0-plugins-bad gstreamer1.0-plugins-good gstreamer1.0-nice; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || need+=("$pkg")
+done
 if [ ${#need[@]} -gt 0 ]; then
   echo "tests/run.sh: installing ${need[*]} (Debian packages) for the end-to-end tests"
   sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo

@@ -30,8 +30,9 @@
 //!   session wants about one timeout per second (RTCP reports, ICE); unconnected sessions
 //!   also time out at [`WebRtcConfig::connect_timeout`].
 //! * **Ending**: [`Output::Disconnected`] with a [`DisconnectReason`]: connect timeout, ICE
-//!   consent lost (str0m's ICE-lite agent gives up 15 s after the browser's last binding
-//!   request; browsers send one every few seconds), DTLS failure, the browser closing (DTLS
+//!   consent lost (str0m's ICE-lite agent gives up 15 s after the peer's last binding
+//!   request or authenticated SRTP/SRTCP, `patches/README.md`), DTLS failure (at once with
+//!   its reason while connecting), the browser closing (DTLS
 //!   close_notify), or [`WebRtcSession::close`]. The session is inert afterwards: drop it.
 //! * **Panics**: str0m promises not to panic on input, but a panic in a shard takes the
 //!   process down (`engine::Engine::start`), so every call into str0m runs under
@@ -264,8 +265,8 @@ impl std::error::Error for WebRtcError {}
 pub enum DisconnectReason {
     /// ICE + DTLS did not complete within [`WebRtcConfig::connect_timeout`].
     ConnectTimeout,
-    /// The browser stopped sending ICE consent checks (str0m's ICE-lite agent gives up 15 s
-    /// after the last binding request).
+    /// Nothing authenticated came from the peer for 15 s: no binding request, no
+    /// authenticated indication, no SRTP/SRTCP (`patches/README.md`).
     IceDisconnected,
     /// The DTLS handshake failed (bad fingerprint, no common SRTP profile, ...).
     Dtls(String),
@@ -1166,7 +1167,12 @@ impl WebRtcSession {
         match r {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                if self.rtc.is_alive() {
+                // dimpl's errors are fatal: a handshake that failed (a fatal alert from the
+                // peer, a certificate we cannot verify) never completes, so end it now with
+                // its reason rather than as a bare connect timeout 15 s later.
+                let failed_handshake =
+                    self.state == State::Connecting && matches!(e, RtcError::Dtls(_));
+                if self.rtc.is_alive() && !failed_handshake {
                     self.counters.input_errors += 1;
                     tracing::debug!(role = ?self.role, "webrtc: input refused: {e}");
                 } else {

@@ -105,6 +105,9 @@ struct Harness {
     rtp_to_browser: u32,
     /// Browser → server link down (consent loss).
     cut: bool,
+    /// Browser → server STUN dropped, media passes: a peer that keeps alive with
+    /// unauthenticated binding indications (libnice's default) looks like this to ICE.
+    cut_stun: bool,
     browser_mids: Vec<Mid>,
 }
 
@@ -134,6 +137,7 @@ impl Harness {
             rtp_to_server: 0,
             rtp_to_browser: 0,
             cut: false,
+            cut_stun: false,
             browser_mids: mids,
         };
         h.drain_browser();
@@ -170,7 +174,7 @@ impl Harness {
                     return;
                 }
                 str0m::Output::Transmit(t) => {
-                    if self.cut {
+                    if self.cut || (self.cut_stun && t.contents[0] < 2) {
                         continue;
                     }
                     if is_rtp(&t.contents) {
@@ -723,6 +727,56 @@ fn browser_going_silent_ends_in_ice_disconnected() {
     assert_eq!(
         h.outs.last(),
         Some(&Output::Disconnected(DisconnectReason::IceDisconnected))
+    );
+}
+
+#[test]
+fn authenticated_media_without_binding_requests_keeps_the_session() {
+    let mut h = Harness::connected(WebRtcRole::Publish, &[]);
+    let (mid, pt) = (h.video_mid(), h.b.pt(h.video_mid(), S0Codec::H264));
+    h.cut_stun = true;
+    // 40 s of media at 10 pps (and the browser's sender reports), no binding requests: the
+    // ICE-lite agent alone would give up after 15 s.
+    for i in 0..400u32 {
+        h.browser_write(mid, pt, 1000 + i as u64, i * 9000, true, &[0x65, i as u8]);
+        h.run_for(Duration::from_millis(100));
+    }
+    assert!(h.s.is_alive(), "outputs: {:?}", h.outs.last());
+    // The media stops too: consent is lost 15 s later.
+    h.cut = true;
+    assert!(h.run_until(Duration::from_secs(20), |h| !h.s.is_alive()));
+    assert_eq!(
+        h.outs.last(),
+        Some(&Output::Disconnected(DisconnectReason::IceDisconnected))
+    );
+}
+
+#[test]
+fn a_fatal_dtls_alert_ends_the_handshake_at_once_with_its_reason() {
+    let mut h = Harness::new(WebRtcRole::Publish, &[]);
+    let started = h.now;
+    // From the first step of the handshake on, the browser also sends a plaintext DTLS 1.2
+    // alert record: fatal (2), handshake_failure (40), what an OpenSSL client sends when it
+    // cannot meet the CertificateRequest. Record sequence numbers past the browser's own.
+    for i in 0..50u8 {
+        assert!(!h.s.is_connected(), "connected before the alert was read");
+        let alert = [21, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 100 + i, 0, 2, 2, 40];
+        let now = h.now;
+        h.s.handle_datagram(now, browser_addr(), server_addr(), &alert);
+        h.step();
+        if !h.s.is_alive() {
+            break;
+        }
+    }
+    match h.outs.last() {
+        Some(Output::Disconnected(DisconnectReason::Dtls(m))) => {
+            assert!(m.to_lowercase().contains("alert"), "{m}")
+        }
+        other => panic!("expected a DTLS failure, got {other:?}"),
+    }
+    assert!(
+        h.now - started < Duration::from_secs(1),
+        "not at the connect timeout"
     );
 }
 

@@ -196,6 +196,11 @@ pub enum CryptoError {
     },
     /// The public key algorithm is unsupported.
     UnsupportedPublicKeyAlgorithm,
+    /// An RSA (PKCS#1 v1.5) signature did not verify against the peer's certificate.
+    RsaSignatureVerificationFailed {
+        /// The hash algorithm used for verification.
+        hash: HashAlgorithm,
+    },
     /// A certificate or key references an unsupported EC curve.
     UnsupportedEcCurve,
     /// Certificate parsing failed during a crypto operation.
@@ -940,6 +945,9 @@ impl fmt::Display for CryptoError {
                 "signature verification failed: {signature:?} + {hash:?} + {group:?}"
             ),
             Self::UnsupportedPublicKeyAlgorithm => write!(f, "unsupported public key algorithm"),
+            Self::RsaSignatureVerificationFailed { hash } => {
+                write!(f, "RSA PKCS#1 signature verification failed (hash {hash:?})")
+            }
             Self::UnsupportedEcCurve => write!(f, "unsupported EC curve"),
             Self::CertificateParseFailed => write!(f, "failed to parse certificate"),
             Self::MissingEcCurveParameter => {

@@ -1084,9 +1084,12 @@ impl IceAgent {
         match (method, class) {
             (StunMethod::Binding, StunClass::Indication) => {
                 // https://datatracker.ietf.org/doc/html/rfc8489#section-6.3.2
-                // An Indication can be safely ignored, its purpose is to refresh NATs in the
-                // network path. Some clients MAY omit USERNAME attribute.
-                false
+                // An Indication's purpose is to refresh NATs in the network path; most
+                // clients send it without USERNAME and MESSAGE-INTEGRITY, and such an
+                // unauthenticated one is ignored. One that carries MESSAGE-INTEGRITY under
+                // our password is authenticated traffic and refreshes an ICE-lite pair
+                // (see `note_authenticated_receive`).
+                self.ice_lite && do_integrity_check(true)
             }
             (StunMethod::Binding, StunClass::Request) => {
                 // The username for the credential is formed by concatenating the
@@ -1157,6 +1160,46 @@ impl IceAgent {
         }
     }
 
+    /// Records authenticated traffic from the remote on `source → destination` that is not a
+    /// binding request: SRTP/SRTCP whose auth tag verified, or a binding indication that passed
+    /// MESSAGE-INTEGRITY.
+    ///
+    /// An ICE-lite agent sends no checks of its own, so it judges a pair alive by the remote's
+    /// binding requests and drops it 15 s after the last one. Peers that keep a session alive
+    /// with RFC 5245 keepalives (binding indications every 15–25 s, libnice's default)
+    /// rather than RFC 7675 consent requests would lose every session after 15 s although
+    /// their media flows. RFC 7675 §5.1 lets any authenticated packet from the peer count as
+    /// consent, so this refreshes the pair as a request would; unauthenticated packets never
+    /// do, or a spoofed source could keep media flowing to a host that never consented.
+    /// A full agent runs its own consent checks, so this is a no-op there.
+    pub fn note_authenticated_receive(
+        &mut self,
+        now: Instant,
+        proto: Protocol,
+        source: SocketAddr,
+        destination: SocketAddr,
+    ) {
+        if !self.ice_lite {
+            return;
+        }
+        let locals = &self.local_candidates;
+        let remotes = &self.remote_candidates;
+        for p in self.candidate_pairs.iter_mut() {
+            if !p.is_nominated() {
+                continue;
+            }
+            let local = &locals[p.local_idx()];
+            let remote = &remotes[p.remote_idx()];
+            if local.proto() == proto
+                && local.addr() == destination
+                && remote.proto() == proto
+                && remote.addr() == source
+            {
+                p.note_remote_activity(now);
+            }
+        }
+    }
+
     /// Handles an incoming STUN message.
     ///
     /// Will not be used if [`IceAgent::accepts_message`] returns false.
@@ -1172,6 +1215,8 @@ impl IceAgent {
 
         if packet.message.is_binding_request() {
             self.stun_server_handle_message(now, &packet);
+        } else if packet.message.class() == StunClass::Indication {
+            self.note_authenticated_receive(now, packet.proto, packet.source, packet.destination);
         } else if packet.message.is_successful_binding_response() {
             self.stun_client_handle_response(now, packet.message);
         } else if packet.message.is_failed_binding_response() {

@@ -221,6 +221,14 @@ impl CandidatePair {
         trace!("Recorded binding request: {:?}", self);
     }
 
+    /// Authenticated traffic other than a binding request: counts for liveness like one, but
+    /// not in `remote_binding_requests` (which is what nomination and stats look at).
+    pub fn note_remote_activity(&mut self, now: Instant) {
+        if self.remote_binding_request_time.is_some_and(|t| t < now) {
+            self.remote_binding_request_time = Some(now);
+        }
+    }
+
     pub fn remote_binding_request_time(&self) -> Option<Instant> {
         self.remote_binding_request_time
     }

@@ -2203,6 +2203,11 @@ impl Rtc {
             Rtp(rtp) => session.handle_rtp_receive(recv_time, rtp, &mut readiness.wake()),
             Rtcp(rtcp) => session.handle_rtcp_receive(recv_time, rtcp, &mut readiness.wake()),
         }
+        // Authenticated media is consent from the peer (RFC 7675 §5.1): an ICE-lite agent
+        // would otherwise drop peers that keep alive with binding indications.
+        if std::mem::take(&mut session.authenticated_rx) {
+            ice.note_authenticated_receive(recv_time, r.proto, r.source, r.destination);
+        }
 
         Ok(())
     }

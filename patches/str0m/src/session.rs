@@ -135,6 +135,10 @@ pub(crate) struct Session {
 
     raw_packets: Option<VecDeque<Box<RawPacket>>>,
 
+    /// Set when an SRTP or SRTCP packet passed authentication: the caller tells ICE, for
+    /// which authenticated media counts as consent (see `IceAgent::note_authenticated_receive`).
+    pub(crate) authenticated_rx: bool,
+
     // Pending application-specific feedback (PSFB FMT=15) messages to emit as events.
     pending_app_feedback: Option<AppSpecificFeedback>,
 
@@ -218,6 +222,7 @@ impl Session {
             feedback_rx: VecDeque::new(),
             rtp_closing: false,
             pending_rrtrs: VecDeque::new(),
+            authenticated_rx: false,
             raw_packets: if config.enable_raw_packets {
                 Some(VecDeque::new())
             } else {
@@ -687,7 +692,10 @@ impl Session {
         // narrow it down to the actual payload via slicing only, then build
         // the final `Arc<[u8]>` in a single allocation at the end.
         let data = match srtp.unprotect_rtp(buf, &header, *seq_no) {
-            Some(d) => d,
+            Some(d) => {
+                self.authenticated_rx = true;
+                d
+            }
             None => {
                 trace!(
                     "Failed to unprotect SRTP for SSRC: {} pt: {}  mid: {:?} \
@@ -914,6 +922,7 @@ impl Session {
     fn handle_rtcp(&mut self, now: Instant, buf: &[u8], wake: &mut Wake) -> Option<()> {
         let srtp: &mut SrtpContext = self.srtp_rx.as_mut()?;
         let unprotected = srtp.unprotect_rtcp(buf)?;
+        self.authenticated_rx = true;
 
         Rtcp::read_packet(&unprotected, &mut self.feedback_rx);
         let mut need_configure_pacer = false;

@@ -7,6 +7,7 @@ use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1, ECDSA_P256_SHA384_ASN1};
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_ASN1_SIGNING, UnparsedPublicKey};
 use aws_lc_rs::signature::{ECDSA_P384_SHA256_ASN1, ECDSA_P384_SHA384_ASN1};
 use aws_lc_rs::signature::{EcdsaKeyPair, EcdsaSigningAlgorithm, EcdsaVerificationAlgorithm};
+use aws_lc_rs::signature::{RSA_PKCS1_2048_8192_SHA256, RSA_PKCS1_2048_8192_SHA384, RsaParameters};
 use der::{Decode, Encode};
 use spki::ObjectIdentifier;
 use x509_cert::Certificate as X509Certificate;
@@ -191,13 +192,17 @@ impl SignatureVerifier for AwsLcSignatureVerifier {
         hash_alg: HashAlgorithm,
         sig_alg: SignatureAlgorithm,
     ) -> Result<(), CryptoError> {
-        if sig_alg != SignatureAlgorithm::ECDSA {
+        if sig_alg != SignatureAlgorithm::ECDSA && sig_alg != SignatureAlgorithm::RSA {
             return Err(CryptoError::UnsupportedSignatureAlgorithm(sig_alg));
         }
 
         let cert =
             X509Certificate::from_der(cert_der).map_err(|_| CryptoError::CertificateParseFailed)?;
         let spki = cert.tbs_certificate().subject_public_key_info();
+
+        if sig_alg == SignatureAlgorithm::RSA {
+            return verify_rsa_pkcs1(spki, data, signature, hash_alg);
+        }
 
         const OID_EC_PUBLIC_KEY: ObjectIdentifier =
             ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
@@ -245,6 +250,40 @@ impl SignatureVerifier for AwsLcSignatureVerifier {
                 group,
             })
     }
+}
+
+/// RSASSA-PKCS1-v1_5 (TLS 1.2 `rsa_pkcs1_*`), the signature an RSA client certificate makes in
+/// CertificateVerify. Keys of 2048–8192 bits, as aws-lc-rs's verification algorithms require.
+fn verify_rsa_pkcs1(
+    spki: &spki::SubjectPublicKeyInfoOwned,
+    data: &[u8],
+    signature: &[u8],
+    hash_alg: HashAlgorithm,
+) -> Result<(), CryptoError> {
+    const OID_RSA_ENCRYPTION: ObjectIdentifier =
+        ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
+    if spki.algorithm.oid != OID_RSA_ENCRYPTION {
+        return Err(CryptoError::UnsupportedPublicKeyAlgorithm);
+    }
+    let algorithm: &'static RsaParameters = match hash_alg {
+        HashAlgorithm::SHA256 => &RSA_PKCS1_2048_8192_SHA256,
+        HashAlgorithm::SHA384 => &RSA_PKCS1_2048_8192_SHA384,
+        _ => {
+            return Err(CryptoError::UnsupportedSignatureVerification {
+                signature: SignatureAlgorithm::RSA,
+                hash: hash_alg,
+                group: NamedGroup::default(),
+            });
+        }
+    };
+    // The subject public key of rsaEncryption is the PKCS#1 RSAPublicKey aws-lc-rs expects.
+    let pubkey_bytes = spki
+        .subject_public_key
+        .as_bytes()
+        .ok_or(CryptoError::InvalidSubjectPublicKey)?;
+    UnparsedPublicKey::new(algorithm, pubkey_bytes)
+        .verify(data, signature)
+        .map_err(|_| CryptoError::RsaSignatureVerificationFailed { hash: hash_alg })
 }
 
 /// Static instance of the key provider.

@@ -259,14 +259,13 @@ impl ClientCertificateType {
     }
 
     /// Returns true if this certificate type is supported by this implementation.
-    /// Currently only ECDSA_SIGN is supported.
     pub fn is_supported(&self) -> bool {
         Self::supported().contains(self)
     }
 
-    /// Supported client certificate types.
-    pub const fn supported() -> &'static [ClientCertificateType; 1] {
-        &[ClientCertificateType::ECDSA_SIGN]
+    /// Supported client certificate types (RSA only as a client's certificate).
+    pub const fn supported() -> &'static [ClientCertificateType; 2] {
+        &[ClientCertificateType::ECDSA_SIGN, ClientCertificateType::RSA_SIGN]
     }
 
     pub const fn as_u8(&self) -> u8 {
@@ -349,11 +348,17 @@ impl SignatureAndHashAlgorithm {
         ALL
     }
 
-    /// Supported signature+hash combinations.
-    pub const fn supported() -> &'static [SignatureAndHashAlgorithm; 2] {
-        const SUPPORTED: &[SignatureAndHashAlgorithm; 2] = &[
+    /// Supported signature+hash combinations: what a peer's signature may use.
+    ///
+    /// RSA (PKCS#1 v1.5) is verify-only: dimpl signs with ECDSA keys and offers only
+    /// ECDHE_ECDSA suites, but a DTLS client may authenticate with an RSA certificate
+    /// (GStreamer's webrtcbin and other OpenSSL-based stacks generate RSA by default).
+    pub const fn supported() -> &'static [SignatureAndHashAlgorithm; 4] {
+        const SUPPORTED: &[SignatureAndHashAlgorithm; 4] = &[
             SignatureAndHashAlgorithm::new(HashAlgorithm::SHA256, SignatureAlgorithm::ECDSA),
             SignatureAndHashAlgorithm::new(HashAlgorithm::SHA384, SignatureAlgorithm::ECDSA),
+            SignatureAndHashAlgorithm::new(HashAlgorithm::SHA256, SignatureAlgorithm::RSA),
+            SignatureAndHashAlgorithm::new(HashAlgorithm::SHA384, SignatureAlgorithm::RSA),
         ];
 
         SUPPORTED
@@ -370,13 +375,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rsa_signature_algorithms_are_recognized_but_not_supported() {
+    fn rsa_signature_algorithms_are_supported_for_verification() {
         let rsa_sha256 =
             SignatureAndHashAlgorithm::new(HashAlgorithm::SHA256, SignatureAlgorithm::RSA);
 
         assert!(SignatureAndHashAlgorithm::all().contains(&rsa_sha256));
-        assert!(!rsa_sha256.is_supported());
-        assert_eq!(SignatureAndHashAlgorithm::supported().len(), 2);
+        assert!(rsa_sha256.is_supported());
+        assert_eq!(SignatureAndHashAlgorithm::supported().len(), 4);
     }
 
     #[test]
