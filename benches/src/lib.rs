@@ -15,6 +15,7 @@
 //! - [`report`] and [`plot`]: JSON report, human summary, comparison, SVG plot.
 //! - [`cluster`]: `load fanout --cluster`: origin + edges, cold/warm play -> first packet.
 //! - [`terminate`]: terminate -> last packet latency with many sessions.
+//! - [`whep`]: `load play --whep`: str0m WHEP players, connect times, CPU and RSS per player.
 
 pub mod clock;
 pub mod cluster;
@@ -30,6 +31,7 @@ pub mod rest;
 pub mod rx;
 pub mod signal;
 pub mod terminate;
+pub mod whep;
 
 /// Error type of the tool: anything printable.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;

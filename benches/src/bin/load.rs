@@ -7,6 +7,7 @@
 //! load fanout  --raw-relay 127.0.0.1:44000 --player-base-port 45000 --players 100 ...
 //! load publish --server http://127.0.0.1:8081 --name s1 --pps 1000 --duration 30
 //! load play    --server http://127.0.0.1:8081 --name s1 --players 50 --duration 30
+//! load play    --whep --name s1 --players 500 --server-pid 101   # str0m WHEP players
 //! load fanout  --srtp AES_CM_128_HMAC_SHA1_80 --players 100 ...   # SDES-keyed SRTP both ways
 //! load fanout  --cluster http://127.0.0.2:8081,http://127.0.0.3:8081 --players 1000 --pps 50
 //!              --server-pids 101,102 --origin-players 100   # origin first, players on edges
@@ -263,6 +264,13 @@ struct PlayArgs {
     name: Vec<String>,
     #[arg(long, default_value_t = 1)]
     players: u32,
+    /// WebRTC players: str0m peers POST WHEP offers (ICE + DTLS-SRTP), all on one thread;
+    /// reports connect-time percentiles, delivery, loss, server CPU per packet, RSS per player.
+    #[arg(long)]
+    whep: bool,
+    /// --whep: seconds a player may take to connect before it counts as failed.
+    #[arg(long, default_value_t = 15.0)]
+    connect_timeout: f64,
     #[command(flatten)]
     load: LoadArgs,
 }
@@ -442,6 +450,37 @@ fn main() -> ExitCode {
                 &a.load,
             )?;
             run_load(cfg, &a.load)
+        }
+        Cmd::Play(a) if a.whep => {
+            let [name] = &a.name[..] else {
+                return Err("--whep plays exactly one --name".into());
+            };
+            let cfg = benches::whep::WhepConfig {
+                server: a.server.clone(),
+                token: a.load.token.clone(),
+                name: name.clone(),
+                players: a.players,
+                duration: Duration::from_secs_f64(a.load.duration),
+                local_ip: a.load.local_ip,
+                base_port: a.load.player_base_port,
+                server_pid: a.load.server_pid,
+                connect_timeout: Duration::from_secs_f64(a.connect_timeout),
+            };
+            let r = benches::whep::run(&cfg)?;
+            println!("{}", r.summary());
+            if let Some(p) = &a.load.json {
+                std::fs::write(p, serde_json::to_string_pretty(&r)?)
+                    .map_err(|e| format!("{}: {e}", p.display()))?;
+            }
+            if r.connected < r.players {
+                return Err(format!(
+                    "{} of {} players did not connect",
+                    r.players - r.connected,
+                    r.players
+                )
+                .into());
+            }
+            Ok(())
         }
         Cmd::Play(a) => {
             if a.name.is_empty() {
