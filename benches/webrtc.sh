@@ -59,15 +59,17 @@ run() {
     local spid=$!; PIDS+=("$spid")
     for _ in $(seq 100); do tcp_open "$HTTP" && break; sleep 0.1; done
     tcp_open "$HTTP" || die "server did not start (log: $OUT/server.log)"
-    # The publisher outlives the players' connect phase and window.
-    timeout $((DURATION + 120)) "$LOAD_BIN" publish --server "http://$HTTP" --name w \
-        --srtp "$SUITE" --pps "$PPS" --size "$SIZE" --duration $((DURATION + 90)) --quiet \
+    # The publisher outlives the players' connect phase (the tool POSTs one offer at a time:
+    # ~60 ms each at 1,000 players) and window.
+    local live=$((DURATION + 90 + n / 5))
+    timeout $((live + 30)) "$LOAD_BIN" publish --server "http://$HTTP" --name w \
+        --srtp "$SUITE" --pps "$PPS" --size "$SIZE" --duration "$live" --quiet \
         --publisher-base-port "$PUBLISHER_BASE" >"$OUT/publisher.log" 2>&1 &
     local ppid=$!; PIDS+=("$ppid")
     sleep 1
     local extra=(--srtp "$SUITE")
     [[ $kind == whep ]] && extra=(--whep)
-    timeout $((DURATION + 100)) "$LOAD_BIN" play --server "http://$HTTP" --name w \
+    timeout $((live + 20)) "$LOAD_BIN" play --server "http://$HTTP" --name w \
         --players "$n" --duration "$DURATION" --server-pid "$spid" --quiet \
         --player-base-port "$PLAYER_BASE" "${extra[@]}" --json "$json" >"$OUT/$kind-$n-$round.log" 2>&1 ||
         { tail -5 "$OUT/$kind-$n-$round.log" >&2; die "$kind N=$n round $round failed"; }
