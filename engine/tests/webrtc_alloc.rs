@@ -21,7 +21,7 @@ use str0m::rtp::{Extension, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, Input, Rtc};
 
 mod common;
-use common::counted;
+use common::{counted, live_bytes};
 
 #[global_allocator]
 static A: common::Counting = common::Counting;
@@ -45,6 +45,16 @@ impl Pair {
     /// `mid_ext: false` builds a browser that does not offer the `sdes:mid` header extension
     /// (the session then maps the SSRC from the offer's `a=ssrc`).
     fn new(role: WebRtcRole, tracks: &[TrackInfo], mid_ext: bool) -> Pair {
+        Pair::with_config(&WebRtcConfig::new().unwrap(), role, tracks, mid_ext)
+    }
+
+    /// [`Pair::new`] with a config shared between pairs (as the server shares one).
+    fn with_config(
+        cfg: &WebRtcConfig,
+        role: WebRtcRole,
+        tracks: &[TrackInfo],
+        mid_ext: bool,
+    ) -> Pair {
         let now = Instant::now();
         let mut bc = Rtc::builder().set_rtp_mode(true);
         if !mid_ext {
@@ -62,9 +72,8 @@ impl Pair {
         let mut api = b.sdp_api();
         let mid = api.add_media(S0Kind::Video, dir, None, None, None);
         let (offer, pending) = api.apply().unwrap();
-        let cfg = WebRtcConfig::new().unwrap();
         let (s, answer) = WebRtcSession::accept_offer(
-            &cfg,
+            cfg,
             role,
             &offer.to_sdp_string(),
             SERVER.parse().unwrap(),
@@ -167,6 +176,13 @@ impl Pair {
 
 const N: usize = 200;
 
+/// The heap test reads a process-wide byte count: the tests of this file take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Allocations per packet of handle_datagram + poll_output + RtpIn::write_to, steady state.
 fn publish_allocations(mid_ext: bool) -> f64 {
     let mut p = Pair::new(WebRtcRole::Publish, &[], mid_ext);
@@ -247,6 +263,7 @@ fn publish_allocations(mid_ext: bool) -> f64 {
 
 #[test]
 fn publish_path_allocations_per_packet() {
+    let _turn = serial();
     // str0m: one Arc<[u8]> for the decrypted payload per packet (session.rs, `handle_rtp`).
     let per = publish_allocations(false);
     assert!(per <= 1.05, "{per} allocations per packet");
@@ -257,15 +274,66 @@ fn publish_path_allocations_per_packet() {
     assert!(per <= 2.05, "{per} allocations per packet");
 }
 
-#[test]
-fn play_path_allocations_per_packet() {
-    let tracks = [TrackInfo {
+fn play_tracks() -> [TrackInfo; 1] {
+    [TrackInfo {
         kind: MediaKind::Video,
         codec: Codec::H264,
         clock_rate: 90_000,
         payload_type: 102,
         h264_profile_level_id: Some(H264_CONSTRAINED_BASELINE),
-    }];
+    }]
+}
+
+/// Heap a connected WHEP player's session keeps on the server: right after the handshake
+/// (str0m's per-peer floor: ICE, DTLS, SRTP contexts, RTCP state), and after 8 s of one
+/// H264-like stream at 135 packets/s of 1,100 B (the per-player NACK history fills up:
+/// str0m keeps its own copy of every packet for up to `nack_buffer_video` packets / 3 s).
+/// Measured over K sessions sharing one config, their browsers dropped; prints the figures
+/// for benches/RESULTS.md and fails only if they grow past generous bounds.
+#[test]
+fn play_session_heap_floor_and_with_nack_history() {
+    const K: usize = 20;
+    let _turn = serial();
+    let cfg = WebRtcConfig::new().unwrap();
+    let tracks = play_tracks();
+    let before = live_bytes();
+    let mut sessions: Vec<(WebRtcSession, Instant)> = (0..K)
+        .map(|_| {
+            let p = Pair::with_config(&cfg, WebRtcRole::Play, &tracks, true);
+            (p.s, p.now)
+        })
+        .collect();
+    let floor = (live_bytes() - before) as f64 / K as f64 / 1024.0;
+    let payload: Arc<[u8]> = Arc::from(vec![0x41u8; 1100]);
+    for i in 0..8 * 135usize {
+        let pkt = OutgoingRtp {
+            payload_type: 102,
+            seq: i as u16,
+            timestamp: i as u32 * 667,
+            marker: true,
+            payload: payload.clone(),
+        };
+        for (s, now) in sessions.iter_mut() {
+            *now += Duration::from_micros(7407);
+            s.send_rtp(*now, &pkt).unwrap();
+            s.handle_timeout(*now);
+            while !matches!(s.poll_output(), Output::Timeout(_)) {}
+        }
+    }
+    let with_history = (live_bytes() - before) as f64 / K as f64 / 1024.0;
+    println!(
+        "WHEP player session heap: {floor:.1} KiB after the handshake, \
+         {with_history:.1} KiB after 8 s at 135 pps x 1,100 B"
+    );
+    drop(sessions);
+    assert!(floor > 1.0 && floor < 512.0, "{floor} KiB");
+    assert!(with_history < 4096.0, "{with_history} KiB");
+}
+
+#[test]
+fn play_path_allocations_per_packet() {
+    let _turn = serial();
+    let tracks = play_tracks();
     let mut p = Pair::new(WebRtcRole::Play, &tracks, true);
     // One payload allocation per publisher packet, shared by every player.
     let payload: Arc<[u8]> = Arc::from(vec![0x41u8; 1100]);

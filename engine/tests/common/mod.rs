@@ -5,11 +5,13 @@
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::Cell;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering};
 
 pub struct Counting;
 
 static ALLOCS: AtomicUsize = AtomicUsize::new(0);
+/// Bytes allocated and not yet freed, all threads ([`live_bytes`]).
+static LIVE: AtomicIsize = AtomicIsize::new(0);
 /// Counting on every thread (the engine's shards), not just the caller's.
 static ALL: AtomicBool = AtomicBool::new(false);
 
@@ -27,17 +29,21 @@ fn note() {
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, l: Layout) -> *mut u8 {
         note();
+        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
         unsafe { System.alloc(l) }
     }
     unsafe fn alloc_zeroed(&self, l: Layout) -> *mut u8 {
         note();
+        LIVE.fetch_add(l.size() as isize, Ordering::Relaxed);
         unsafe { System.alloc_zeroed(l) }
     }
     unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
         note();
+        LIVE.fetch_add(n as isize - l.size() as isize, Ordering::Relaxed);
         unsafe { System.realloc(p, l, n) }
     }
     unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size() as isize, Ordering::Relaxed);
         unsafe { System.dealloc(p, l) }
     }
 }
@@ -62,4 +68,11 @@ pub fn counted_all<R>(f: impl FnOnce() -> R) -> (R, usize) {
     let r = f();
     ALL.store(false, Ordering::SeqCst);
     (r, ALLOCS.load(Ordering::Relaxed) - before)
+}
+
+/// Heap bytes allocated and not freed yet, by every thread (requested sizes, not the
+/// allocator's rounding): the difference across a piece of code is what it kept.
+#[allow(dead_code)]
+pub fn live_bytes() -> isize {
+    LIVE.load(Ordering::Relaxed)
 }
