@@ -3,10 +3,11 @@
 //! per player (`benches/webrtc.sh` runs it beside SDES SRTP players on the same stream).
 //!
 //! Each player is a non-lite str0m `Rtc` in RTP mode on its own UDP socket, offering one
-//! video m-line `recvonly`, as a browser would. The thread POSTs the offers one by one
-//! while driving the players already posted (so a connect time is the real ICE + DTLS time,
-//! not the wait for the thread), then receives until the end. One epoll set serves every
-//! socket; str0m timeouts are checked on every turn.
+//! video m-line `recvonly`, as a browser would. `signal_threads` threads POST the offers
+//! concurrently and hand each peer to the driver thread, which drives every peer handed over
+//! (so a connect time is the real ICE + DTLS time, not a wait for the driver), then
+//! receives until the end. One epoll set serves every socket; str0m timeouts are checked on
+//! every turn.
 //!
 //! Loss is counted from RTP sequence gaps per player (the server rewrites sequence numbers
 //! per player and gaps mean packets it did not deliver). Latency is not reported: the send
@@ -40,6 +41,8 @@ pub struct WhepConfig {
     pub server_pid: Option<u32>,
     /// A player not connected this long after its POST counts as failed.
     pub connect_timeout: Duration,
+    /// Threads POSTing offers concurrently (a browser audience arrives in parallel).
+    pub signal_threads: usize,
 }
 
 #[derive(Debug, Serialize)]
@@ -227,20 +230,64 @@ pub fn run(cfg: &WhepConfig) -> Result<WhepReport> {
     let mut players: Vec<Player> = Vec::with_capacity(cfg.players as usize);
     let rss0 = cfg.server_pid.map(rss_kib).transpose()?;
 
-    // Connect: POST one offer, then serve everyone posted so far without blocking.
+    // Connect: `signal_threads` threads POST the offers (each builds its peer and applies
+    // the answer); this thread drives every peer handed over so far, so a connect time is
+    // the handshake's, not a wait for the driver.
     let t0 = Instant::now();
-    for j in 0..cfg.players {
-        let port = if cfg.base_port == 0 {
-            0
-        } else {
-            cfg.base_port
-                .checked_add(j as u16)
-                .ok_or("--player-base-port + --players exceeds 65535")?
-        };
-        let p = connect(&agent, cfg, port)?;
-        epoll.add(p.sock.as_raw_fd(), players.len() as u64)?;
-        players.push(p);
-        turn(&mut players, &mut epoll, &mut buf, false, 0);
+    let next = std::sync::atomic::AtomicU32::new(0);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (tx, rx) = std::sync::mpsc::channel::<Result<Player>>();
+    let mut first_error: Option<String> = None;
+    std::thread::scope(|scope| {
+        for _ in 0..cfg.signal_threads.clamp(1, cfg.players as usize) {
+            let (tx, next, stop, agent) = (tx.clone(), &next, &stop, agent.clone());
+            scope.spawn(move || loop {
+                let j = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if j >= cfg.players || stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    return;
+                }
+                let port = match cfg.base_port {
+                    0 => Some(0),
+                    b => b.checked_add(j as u16),
+                };
+                let r = match port {
+                    Some(port) => connect(&agent, cfg, port),
+                    None => Err("--player-base-port + --players exceeds 65535".into()),
+                };
+                if tx.send(r).is_err() {
+                    return;
+                }
+            });
+        }
+        drop(tx);
+        let mut handed = 0u32;
+        while handed < cfg.players && first_error.is_none() {
+            loop {
+                match rx.try_recv() {
+                    Ok(Ok(p)) => {
+                        handed += 1;
+                        if let Err(e) = epoll.add(p.sock.as_raw_fd(), players.len() as u64) {
+                            first_error = Some(e.to_string());
+                        }
+                        players.push(p);
+                    }
+                    Ok(Err(e)) => {
+                        handed += 1;
+                        first_error.get_or_insert(e.to_string());
+                    }
+                    Err(std::sync::mpsc::TryRecvError::Empty) => break,
+                    Err(std::sync::mpsc::TryRecvError::Disconnected) => {
+                        handed = cfg.players;
+                        break;
+                    }
+                }
+            }
+            turn(&mut players, &mut epoll, &mut buf, false, 1);
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    });
+    if let Some(e) = first_error {
+        return Err(e.into());
     }
     let give_up = Instant::now() + cfg.connect_timeout;
     while Instant::now() < give_up && players.iter().any(|p| p.connected.is_none() && !p.failed) {

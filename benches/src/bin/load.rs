@@ -271,6 +271,9 @@ struct PlayArgs {
     /// --whep: seconds a player may take to connect before it counts as failed.
     #[arg(long, default_value_t = 15.0)]
     connect_timeout: f64,
+    /// --whep: threads POSTing offers concurrently.
+    #[arg(long, default_value_t = 8)]
+    signal_threads: usize,
     #[command(flatten)]
     load: LoadArgs,
 }
@@ -465,6 +468,7 @@ fn main() -> ExitCode {
                 base_port: a.load.player_base_port,
                 server_pid: a.load.server_pid,
                 connect_timeout: Duration::from_secs_f64(a.connect_timeout),
+                signal_threads: a.signal_threads,
             };
             let r = benches::whep::run(&cfg)?;
             println!("{}", r.summary());
