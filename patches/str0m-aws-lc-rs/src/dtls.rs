@@ -1,6 +1,6 @@
 //! DTLS implementation using dimpl with AWS-LC-RS backend.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use str0m_proto::crypto::CryptoError;
@@ -38,22 +38,7 @@ impl DtlsProvider for AwsLcRsDtlsProvider {
             private_key: cert.private_key.clone(),
         };
 
-        // Create a default dimpl Config with AWS-LC-RS crypto provider
-        // ICE verifies return routability before DTLS, making server cookies redundant.
-        let mut builder = dimpl::Config::builder().use_server_cookie(false);
-        if let Some(mtu) = mtu {
-            builder = builder.mtu(mtu);
-        }
-        if self.is_test() {
-            // We need the DTLS impl to be deterministic for the BWE tests.
-            builder = builder.dangerously_set_rng_seed(42);
-        }
-
-        let config = builder
-            .build()
-            .map_err(|e| CryptoError::Other(format!("dimpl config creation failed: {}", e)))?;
-
-        let config = Arc::new(config);
+        let config = shared_config(mtu, self.is_test())?;
         let dtls = match dtls_version {
             DtlsVersion::Dtls12 => dimpl::Dtls::new_12(config, dimpl_cert, now),
             DtlsVersion::Dtls13 => dimpl::Dtls::new_13(config, dimpl_cert, now),
@@ -67,6 +52,38 @@ impl DtlsProvider for AwsLcRsDtlsProvider {
 
         Ok(Box::new(AwsLcRsDtlsInstance { dtls }))
     }
+}
+
+/// The dimpl `Config` for `(mtu, is_test)`, built once and shared by every DTLS instance.
+///
+/// `Config::build` validates the crypto provider with known-answer tests (ECDH in every
+/// group, P-256 and P-384 ECDSA verification, every hash and AEAD): about 2 ms of CPU.
+/// Building a config per peer connection made that the main cost of accepting a WebRTC
+/// session; a config holds no per-connection state (each `Dtls` seeds its own RNG), so it is
+/// shared.
+fn shared_config(mtu: Option<usize>, is_test: bool) -> Result<Arc<dimpl::Config>, CryptoError> {
+    type Key = (Option<usize>, bool);
+    static CONFIGS: Mutex<Vec<(Key, Arc<dimpl::Config>)>> = Mutex::new(Vec::new());
+    let key = (mtu, is_test);
+    let mut configs = CONFIGS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some((_, c)) = configs.iter().find(|(k, _)| *k == key) {
+        return Ok(c.clone());
+    }
+    // ICE verifies return routability before DTLS, making server cookies redundant.
+    let mut builder = dimpl::Config::builder().use_server_cookie(false);
+    if let Some(mtu) = mtu {
+        builder = builder.mtu(mtu);
+    }
+    if is_test {
+        // We need the DTLS impl to be deterministic for the BWE tests.
+        builder = builder.dangerously_set_rng_seed(42);
+    }
+    let config = builder
+        .build()
+        .map_err(|e| CryptoError::Other(format!("dimpl config creation failed: {}", e)))?;
+    let config = Arc::new(config);
+    configs.push((key, config.clone()));
+    Ok(config)
 }
 
 // ============================================================================
