@@ -97,6 +97,9 @@ pub struct FanoutConfig {
     pub srtp: Option<SrtpProfile>,
     /// SRTP mode: each player decrypts one datagram in this many (>= 1).
     pub srtp_check_every: u32,
+    /// Plain RTP publishers post a VP8 SDP offer ([`crate::rest::rtp_offer`]), so the stream
+    /// has a codec and WHEP players can play it (with the stamp in the payload).
+    pub vp8_sdp: bool,
 }
 
 impl FanoutConfig {
@@ -124,6 +127,7 @@ impl FanoutConfig {
             progress: true,
             srtp: None,
             srtp_check_every: 64,
+            vp8_sdp: false,
         }
     }
 
@@ -561,6 +565,7 @@ pub fn run(cfg: &FanoutConfig) -> Result<Report> {
                         pub_srtp.push(Some(SrtpContext::new(&keys)?));
                         r
                     }
+                    None if cfg.vp8_sdp => c.publish_sdp(name, &crate::rest::rtp_offer())?,
                     None => c.publish(name)?,
                 };
                 sessions.ids.push(r.media_session_id.clone());

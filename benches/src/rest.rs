@@ -75,6 +75,13 @@ pub fn srtp_offer(dest: Option<SocketAddr>, keys: &engine::srtp::SrtpKeys) -> St
     )
 }
 
+/// [`srtp_offer`]'s publisher offer without SRTP: plain RTP, VP8 on payload type 96.
+pub fn rtp_offer() -> String {
+    "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=load\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+     m=video 9 RTP/AVP 96\r\na=rtpmap:96 VP8/90000\r\na=sendonly\r\n"
+        .to_string()
+}
+
 /// The keys of the first `a=crypto` line of an SDP answer.
 pub fn answer_keys(sdp: &str) -> Result<engine::srtp::SrtpKeys> {
     let v = sdp

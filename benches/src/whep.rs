@@ -10,8 +10,10 @@
 //! every turn.
 //!
 //! Loss is counted from RTP sequence gaps per player (the server rewrites sequence numbers
-//! per player and gaps mean packets it did not deliver). Latency is not reported: the send
-//! stamp travels in a header extension str0m does not surface.
+//! per player and gaps mean packets it did not deliver). Latency comes from the send stamp
+//! when the publisher puts it in the payload (plain RTP with `load publish --vp8-sdp`); an
+//! SRTP publisher carries it in a header extension the server does not forward to WebRTC
+//! players, so then there is none.
 
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
@@ -59,6 +61,9 @@ pub struct WhepReport {
     pub connected: u32,
     /// POST sent → str0m `Event::Connected` (ICE + DTLS), over the connected players.
     pub connect_ms: Option<ConnectMs>,
+    /// One-way latency over the window, µs (p50, p99, p99.9, max), when the publisher
+    /// stamped its payloads (`load publish --vp8-sdp`); merged over every player.
+    pub latency_us: Option<[u64; 4]>,
     /// Wall time from the first POST to the last player connected.
     pub connect_all_ms: f64,
     pub window_s: f64,
@@ -86,6 +91,9 @@ struct Player {
     location: String,
     /// RTP packets received in the window, and the sequence range seen in it.
     rx: u64,
+    /// One-way latency (µs) from the send stamp at the start of the payload, when the
+    /// publisher put it there (plain RTP, `load publish --vp8-sdp`).
+    latency: Histogram<u64>,
     seq: Option<(u64, u64)>,
     failed: bool,
 }
@@ -107,6 +115,9 @@ impl Player {
                 }
                 Ok(Output::Event(Event::RtpPacket(p))) if counting => {
                     self.rx += 1;
+                    if let Some(us) = stamp_latency_us(&p.payload) {
+                        let _ = self.latency.record(us);
+                    }
                     let s = *p.seq_no;
                     self.seq = Some(match self.seq {
                         None => (s, s),
@@ -194,11 +205,23 @@ fn connect(agent: &ureq::Agent, cfg: &WhepConfig, local_port: u16) -> Result<Pla
         timeout: now,
         location,
         rx: 0,
+        latency: Histogram::new_with_bounds(1, 60_000_000, 3)?,
         seq: None,
         failed: false,
     };
     p.drain(false);
     Ok(p)
+}
+
+/// Latency of a packet whose payload starts with the load tool's stamp (send time on
+/// CLOCK_MONOTONIC, publisher index 0): `None` when the bytes are not a plausible stamp (an
+/// SRTP publisher carries the stamp in a header extension, which the server does not
+/// forward to WebRTC players, and its payload starts with filler).
+fn stamp_latency_us(payload: &[u8]) -> Option<u64> {
+    let sent = u64::from_be_bytes(payload.get(..8)?.try_into().ok()?);
+    let publisher = u32::from_be_bytes(payload.get(8..12)?.try_into().ok()?);
+    let now = crate::clock::mono_ns();
+    (publisher == 0 && sent <= now && now - sent < 60_000_000_000).then(|| (now - sent) / 1000)
 }
 
 /// One turn over every player: readable sockets first, then due str0m timeouts.
@@ -341,10 +364,23 @@ pub fn run(cfg: &WhepConfig) -> Result<WhepReport> {
         100.0 * expected.saturating_sub(rx_packets) as f64 / expected as f64
     };
     let server_cpu_s = cpu0.zip(cpu1).map(|(a, b)| b - a);
+    let mut lat = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    for p in &players {
+        lat.add(&p.latency)?;
+    }
+    let latency_us = (!lat.is_empty()).then(|| {
+        [
+            lat.value_at_quantile(0.5),
+            lat.value_at_quantile(0.99),
+            lat.value_at_quantile(0.999),
+            lat.max(),
+        ]
+    });
     let report = WhepReport {
         players: cfg.players,
         connected,
         connect_ms,
+        latency_us,
         connect_all_ms,
         window_s,
         rx_packets,
@@ -390,6 +426,11 @@ impl WhepReport {
             "\n  received {} packets in {:.2} s ({:.0} pps), loss {:.3}%",
             self.rx_packets, self.window_s, self.rx_pps, self.loss_pct
         );
+        if let Some([p50, p99, p999, max]) = self.latency_us {
+            s += &format!(
+                "\n  latency p50 {p50} / p99 {p99} / p99.9 {p999} / max {max} us (send stamp)"
+            );
+        }
         if let (Some(c), Some(us)) = (self.server_cpu_s, self.server_cpu_us_per_packet) {
             s += &format!("\n  server cpu {c:.2} s: {us:.3} us per delivered packet");
         }

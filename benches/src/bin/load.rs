@@ -199,6 +199,10 @@ struct LoadArgs {
     /// latency come from the header-extension stamp of every datagram, without decrypting).
     #[arg(long, default_value_t = 64)]
     srtp_check_every: u32,
+    /// Plain RTP publishers post a VP8 SDP offer, so WHEP players (`play --whep`) can play
+    /// the stream and read the send stamp from the payload (latency).
+    #[arg(long)]
+    vp8_sdp: bool,
 }
 
 fn parse_suite(s: &str) -> std::result::Result<SrtpProfile, String> {
@@ -306,6 +310,7 @@ fn config(
     c.progress = !a.quiet;
     c.srtp = a.srtp;
     c.srtp_check_every = a.srtp_check_every;
+    c.vp8_sdp = a.vp8_sdp;
     Ok(c)
 }
 
