@@ -16,6 +16,7 @@
 //! - [`cluster`]: `load fanout --cluster`: origin + edges, cold/warm play -> first packet.
 //! - [`terminate`]: terminate -> last packet latency with many sessions.
 //! - [`whep`]: `load play --whep`: str0m WHEP players, connect times, CPU and RSS per player.
+//! - [`whip`]: `load publish --whip`: a str0m WHIP publisher with stamped payloads.
 
 pub mod clock;
 pub mod cluster;
@@ -32,6 +33,7 @@ pub mod rx;
 pub mod signal;
 pub mod terminate;
 pub mod whep;
+pub mod whip;
 
 /// Error type of the tool: anything printable.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;

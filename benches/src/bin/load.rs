@@ -8,6 +8,7 @@
 //! load publish --server http://127.0.0.1:8081 --name s1 --pps 1000 --duration 30
 //! load play    --server http://127.0.0.1:8081 --name s1 --players 50 --duration 30
 //! load play    --whep --name s1 --players 500 --server-pid 101   # str0m WHEP players
+//! load publish --whip --name s1 --pps 135 --size 1100 --duration 30   # str0m WHIP publisher
 //! load fanout  --srtp AES_CM_128_HMAC_SHA1_80 --players 100 ...   # SDES-keyed SRTP both ways
 //! load fanout  --cluster http://127.0.0.2:8081,http://127.0.0.3:8081 --players 1000 --pps 50
 //!              --server-pids 101,102 --origin-players 100   # origin first, players on edges
@@ -255,6 +256,10 @@ struct PublishArgs {
     name: String,
     #[arg(long, default_value_t = 1)]
     publishers: u32,
+    /// A WebRTC publisher: a str0m peer POSTs a WHIP offer (ICE + DTLS-SRTP) and sends
+    /// --pps packets of --size bytes for --duration s, the send stamp in the payload.
+    #[arg(long)]
+    whip: bool,
     #[command(flatten)]
     load: LoadArgs,
 }
@@ -441,6 +446,29 @@ fn main() -> ExitCode {
                 &a.load,
             )?;
             run_load(cfg, &a.load)
+        }
+        Cmd::Publish(a) if a.whip => {
+            if a.publishers != 1 || a.raw_relay.is_some() {
+                return Err("--whip is one publisher to the server".into());
+            }
+            let cfg = benches::whip::WhipConfig {
+                server: a.server.clone(),
+                token: a.load.token.clone(),
+                name: a.name.clone(),
+                pps: a.load.pps,
+                payload: a.load.size.saturating_sub(12),
+                duration: Duration::from_secs_f64(a.load.duration),
+                local_ip: a.load.local_ip,
+                port: a.load.publisher_base_port,
+                connect_timeout: Duration::from_secs(15),
+            };
+            let r = benches::whip::run(&cfg)?;
+            println!("{}", r.summary());
+            if let Some(p) = &a.load.json {
+                std::fs::write(p, serde_json::to_string_pretty(&r)?)
+                    .map_err(|e| format!("{}: {e}", p.display()))?;
+            }
+            Ok(())
         }
         Cmd::Publish(a) => {
             let names = if a.publishers == 1 {
