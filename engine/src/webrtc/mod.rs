@@ -7,6 +7,10 @@
 //! sender reports, NACK, PLI/FIR, transport-wide CC feedback, RTX); the engine sees plain
 //! RTP packets, never frames.
 //!
+//! Files: this one is the session (driving str0m, its outputs, sending media); `types.rs`
+//! its public types (config, errors, outputs, counters); `answer.rs` the planning of an
+//! answer to an offer; `codecs.rs` which codecs may be negotiated.
+//!
 //! # Driving a session
 //!
 //! ```text
@@ -145,328 +149,28 @@
 //! answered 204 and ignored); no data channels (an offered m=application is answered by
 //! str0m but unused).
 
+mod answer;
 mod codecs;
 #[cfg(test)]
 mod tests;
+mod types;
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use str0m::change::SdpOffer;
-use str0m::config::DtlsCert;
-use str0m::crypto::CryptoProvider;
-use str0m::format::{CodecConfig, PayloadParams};
-use str0m::media::{Direction, KeyframeRequestKind, Mid, Pt};
+use str0m::format::PayloadParams;
+use str0m::media::{KeyframeRequestKind, Mid, Pt};
 use str0m::net::{Protocol, Receive};
 use str0m::rtp::{Extension, RtpWrite, SeqNo};
 use str0m::{Candidate, Event, IceConnectionState, Input, Rtc, RtcError};
 
+use answer::{clean_parse_error, codec_config_for, plan};
 pub use codecs::{Codec, MediaKind, TrackInfo, H264_BASELINE, H264_CONSTRAINED_BASELINE};
-
-/// Whether a session receives media from a browser (WHIP) or sends media to one (WHEP).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum WebRtcRole {
-    Publish,
-    Play,
-}
-
-/// Settings shared by all WebRTC sessions of a server. Cheap to clone (the DTLS certificate
-/// and the crypto provider are generated / looked up once in [`WebRtcConfig::new`]).
-#[derive(Clone)]
-pub struct WebRtcConfig {
-    /// Codecs a publisher may use, in preference order per media kind. The first one the
-    /// offer supports is the only one of its kind in the answer. Default: H264, VP8, Opus.
-    pub codecs: Vec<Codec>,
-    /// A session that is not connected (ICE + DTLS) this long after the offer was accepted
-    /// ends with [`DisconnectReason::ConnectTimeout`].
-    pub connect_timeout: Duration,
-    /// Player side: sent video packets kept for answering NACKs (str0m's RTX cache, which
-    /// also drops entries older than 3 s). Each entry is a 408-byte `RtpPacket` holding an
-    /// `Arc` of the payload. Audio is never retransmitted (no RTX for Opus).
-    pub nack_buffer_video: usize,
-    dtls_cert: DtlsCert,
-    crypto: Arc<CryptoProvider>,
-}
-
-impl fmt::Debug for WebRtcConfig {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WebRtcConfig")
-            .field("codecs", &self.codecs)
-            .field("connect_timeout", &self.connect_timeout)
-            .field("nack_buffer_video", &self.nack_buffer_video)
-            .finish_non_exhaustive()
-    }
-}
-
-impl WebRtcConfig {
-    /// Generates the server's DTLS certificate (ECDSA P-256, self-signed; browsers check it
-    /// against the `a=fingerprint` of the answer, not against a CA). All sessions created
-    /// from this config share it, which saves a key generation per session.
-    pub fn new() -> Result<WebRtcConfig, WebRtcError> {
-        let crypto = Arc::new(str0m::crypto::from_feature_flags());
-        let dtls_cert = crypto
-            .dtls_provider
-            .generate_certificate()
-            .ok_or_else(|| WebRtcError::Internal("DTLS certificate generation failed".into()))?;
-        Ok(WebRtcConfig {
-            codecs: vec![Codec::H264, Codec::Vp8, Codec::Opus],
-            connect_timeout: Duration::from_secs(15),
-            nack_buffer_video: 1000,
-            dtls_cert,
-            crypto,
-        })
-    }
-}
-
-/// Why [`WebRtcSession::accept_offer`] refused an offer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum WebRtcError {
-    /// The offer is not parseable SDP.
-    InvalidSdp(String),
-    /// The offer parsed but cannot be answered (no ICE credentials, no fingerprint, BUNDLE
-    /// group not matching the m-lines, both sides ICE-lite, ...).
-    BadOffer(String),
-    /// No audio/video m-line with a direction usable for the role (a publisher must send,
-    /// a player must receive).
-    NoUsableMedia(String),
-    /// No m-line offers a codec we accept (publish) or that the publisher sends (play).
-    NoSupportedCodec(String),
-    /// Play was asked with an empty track list.
-    NoTracks,
-    /// `local` cannot be an ICE host candidate (unspecified, multicast, link-local...).
-    BadLocalAddress(String),
-    /// str0m failed or panicked where it should not have.
-    Internal(String),
-}
-
-impl fmt::Display for WebRtcError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            WebRtcError::InvalidSdp(m) => write!(f, "offer is not valid SDP: {m}"),
-            WebRtcError::BadOffer(m) => write!(f, "offer cannot be answered: {m}"),
-            WebRtcError::NoUsableMedia(m) => write!(f, "offer has no usable media: {m}"),
-            WebRtcError::NoSupportedCodec(m) => write!(f, "no supported codec in offer: {m}"),
-            WebRtcError::NoTracks => write!(f, "the stream has no tracks to play"),
-            WebRtcError::BadLocalAddress(m) => write!(f, "bad local address: {m}"),
-            WebRtcError::Internal(m) => write!(f, "internal WebRTC error: {m}"),
-        }
-    }
-}
-
-impl std::error::Error for WebRtcError {}
-
-/// Why a session ended. After [`Output::Disconnected`] the session is inert: inputs are
-/// ignored and the shard should drop it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum DisconnectReason {
-    /// ICE + DTLS did not complete within [`WebRtcConfig::connect_timeout`].
-    ConnectTimeout,
-    /// Nothing authenticated came from the peer for 15 s: no binding request, no
-    /// authenticated indication, no SRTP/SRTCP (`patches/README.md`).
-    IceDisconnected,
-    /// The DTLS handshake failed (bad fingerprint, no common SRTP profile, ...).
-    Dtls(String),
-    /// The browser closed the connection (DTLS close_notify).
-    ClosedByPeer,
-    /// [`WebRtcSession::close`] was called.
-    Closed,
-    /// str0m returned an error it cannot continue from, or panicked.
-    Internal(String),
-}
-
-impl fmt::Display for DisconnectReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            DisconnectReason::ConnectTimeout => write!(f, "ICE/DTLS connect timeout"),
-            DisconnectReason::IceDisconnected => write!(f, "ICE disconnected (consent lost)"),
-            DisconnectReason::Dtls(m) => write!(f, "DTLS failed: {m}"),
-            DisconnectReason::ClosedByPeer => write!(f, "closed by peer"),
-            DisconnectReason::Closed => write!(f, "closed"),
-            DisconnectReason::Internal(m) => write!(f, "internal error: {m}"),
-        }
-    }
-}
-
-/// A datagram to send on the session's socket.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Transmit {
-    /// The session's host candidate (the socket's address).
-    pub source: SocketAddr,
-    /// The browser's address as ICE nominated it (may change during a session).
-    pub destination: SocketAddr,
-    /// The datagram: STUN, DTLS, SRTP or SRTCP, ready to send.
-    pub contents: Vec<u8>,
-}
-
-/// One RTP packet received from a publishing browser, decrypted, with header values as
-/// str0m decoded them. RTX retransmissions arrive here already unwrapped (original SSRC,
-/// sequence number and payload type), possibly out of order.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RtpIn {
-    pub kind: MediaKind,
-    pub codec: Codec,
-    /// The publisher's negotiated payload type ([`TrackInfo::payload_type`]).
-    pub payload_type: u8,
-    pub seq: u16,
-    /// `seq` extended with the rollover count (never wraps).
-    pub ext_seq: u64,
-    pub timestamp: u32,
-    pub ssrc: u32,
-    pub marker: bool,
-    /// The payload, without header, extensions or padding.
-    pub payload: Arc<[u8]>,
-    /// When str0m received it (the `now` of the datagram).
-    pub received: Instant,
-}
-
-impl RtpIn {
-    /// Length of [`RtpIn::write_to`]'s output.
-    pub fn rtp_len(&self) -> usize {
-        12 + self.payload.len()
-    }
-
-    /// The plain 12-byte RTP header (V=2, no padding, extension or CSRC).
-    pub fn header(&self) -> [u8; 12] {
-        let mut h = [0u8; 12];
-        h[0] = 0x80;
-        h[1] = self.payload_type & 0x7f | if self.marker { 0x80 } else { 0 };
-        h[2..4].copy_from_slice(&self.seq.to_be_bytes());
-        h[4..8].copy_from_slice(&self.timestamp.to_be_bytes());
-        h[8..12].copy_from_slice(&self.ssrc.to_be_bytes());
-        h
-    }
-
-    /// Writes the packet as plain RTP (header + payload) into `out`, without allocating;
-    /// returns its length, or `None` when `out` is too small. This is the fan-out's input:
-    /// write into a stack buffer and copy that into the shard's arena.
-    pub fn write_to(&self, out: &mut [u8]) -> Option<usize> {
-        let n = self.rtp_len();
-        let out = out.get_mut(..n)?;
-        out[..12].copy_from_slice(&self.header());
-        out[12..].copy_from_slice(&self.payload);
-        Some(n)
-    }
-
-    /// The packet as plain RTP in a new `Vec` (allocates; tests and slow paths).
-    pub fn to_vec(&self) -> Vec<u8> {
-        let mut v = vec![0u8; self.rtp_len()];
-        self.write_to(&mut v);
-        v
-    }
-}
-
-/// PLI (Picture Loss Indication) or FIR (Full Intra Request).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum KeyframeKind {
-    Pli,
-    Fir,
-}
-
-impl KeyframeKind {
-    fn to_s0(self) -> KeyframeRequestKind {
-        match self {
-            KeyframeKind::Pli => KeyframeRequestKind::Pli,
-            KeyframeKind::Fir => KeyframeRequestKind::Fir,
-        }
-    }
-}
-
-/// A playing browser asked for a keyframe.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct KeyframeRequest {
-    pub kind: KeyframeKind,
-    /// The publisher-side payload type of the track the request is for ([`TrackInfo`]), so
-    /// the engine can target the publisher's SSRC for it. `None` if the request names a
-    /// media this session does not send.
-    pub payload_type: Option<u8>,
-}
-
-/// What [`WebRtcSession::poll_output`] returns; call it until it returns [`Output::Timeout`].
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Output {
-    /// Send this datagram on the session's socket.
-    Transmit(Transmit),
-    /// Publish: a media packet for the fan-out.
-    Rtp(RtpIn),
-    /// Play: the browser wants a keyframe; forward to the publisher (coalesced by the engine).
-    KeyframeRequest(KeyframeRequest),
-    /// ICE and DTLS are up; media can flow ([`WebRtcSession::send_rtp`] is accepted from now).
-    Connected,
-    /// The session is over; drop it.
-    Disconnected(DisconnectReason),
-    /// Nothing more to do until this instant (call [`WebRtcSession::handle_timeout`] then),
-    /// or until a datagram arrives or the engine sends media.
-    Timeout(Instant),
-}
-
-/// One RTP packet for a playing browser, from the fan-out.
-#[derive(Debug, Clone)]
-pub struct OutgoingRtp {
-    /// The publisher's payload type ([`TrackInfo::payload_type`]); the session translates it
-    /// to the player's.
-    pub payload_type: u8,
-    /// Sequence number, continuous per track for this player: pass the output of the
-    /// engine's per-player [`crate::rewrite::Rewriter`] (random start below 0x8000, no jump
-    /// when the publisher restarts). The session extends it to 64 bits for SRTP.
-    pub seq: u16,
-    /// RTP timestamp, likewise rewritten (or the publisher's; only continuity matters).
-    pub timestamp: u32,
-    pub marker: bool,
-    /// The payload without RTP header. An `Arc` so one allocation per publisher packet can
-    /// be shared by every WebRTC player of the shard (str0m keeps it in its send queue and,
-    /// for video, its NACK buffer).
-    pub payload: Arc<[u8]>,
-}
-
-/// Why [`WebRtcSession::send_rtp`] dropped a packet (also counted in [`WebRtcCounters`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SendError {
-    /// Not a Play session.
-    NotPlayer,
-    /// ICE/DTLS not up yet (or the session ended). Media before [`Output::Connected`] would
-    /// only pile up in str0m's queue.
-    NotConnected,
-    /// No track of this session carries that publisher payload type (the player's offer had
-    /// no matching codec for it).
-    UnknownPayloadType(u8),
-    /// The sequence number is older than the first packet sent on this track (extended, it
-    /// would be negative): a reordered packet from before the player joined.
-    TooOld,
-}
-
-/// Per-session counters (cheap to copy; the shard can fold them into its stats).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct WebRtcCounters {
-    pub datagrams_in: u64,
-    pub bytes_in: u64,
-    /// Datagrams that are neither STUN, DTLS, RTP nor RTCP (or unparseable STUN).
-    pub dropped_malformed: u64,
-    /// Datagrams from an address ICE has not validated (and STUN with wrong credentials).
-    pub dropped_unknown_source: u64,
-    /// Datagrams after the session ended.
-    pub dropped_after_close: u64,
-    /// Datagrams str0m returned an error for (bad DTLS record, ...) without ending.
-    pub input_errors: u64,
-    /// Publish: RTP packets output.
-    pub rtp_in: u64,
-    /// RTP-looking datagrams str0m took but produced no packet for: failed SRTP
-    /// authentication, replays and duplicates (including RTX copies of packets that had
-    /// arrived after all), unknown SSRC or payload type, RTX padding probes. str0m drops
-    /// these silently; this is the only trace of them.
-    pub rtp_discarded: u64,
-    /// Play: packets accepted by [`WebRtcSession::send_rtp`].
-    pub rtp_out: u64,
-    /// Play: packets refused by [`WebRtcSession::send_rtp`].
-    pub rtp_out_dropped: u64,
-    pub keyframe_requests_in: u64,
-    pub keyframe_requests_out: u64,
-    pub transmits: u64,
-    pub bytes_out: u64,
-}
+pub use types::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -526,14 +230,6 @@ impl fmt::Debug for WebRtcSession {
     }
 }
 
-/// What the offer's m-lines allow, decided before str0m sees it.
-struct Plan {
-    /// The offer with unusable m-lines made inactive and `sendrecv` made one-way.
-    offer: SdpOffer,
-    /// The codecs to configure (one per media kind; two H.264 flavours for a player).
-    candidates: Vec<codecs::CodecChoice>,
-}
-
 fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
     if let Some(s) = p.downcast_ref::<&str>() {
         (*s).to_string()
@@ -542,187 +238,6 @@ fn panic_message(p: Box<dyn std::any::Any + Send>) -> String {
     } else {
         "panic".into()
     }
-}
-
-/// Chooses directions and codecs for an offer. Every audio/video m-line that cannot be used
-/// (wrong direction, second m-line of a kind, no acceptable codec) is made inactive; if none
-/// is left the offer is refused.
-fn plan(
-    cfg: &WebRtcConfig,
-    role: WebRtcRole,
-    offer: SdpOffer,
-    tracks: &[TrackInfo],
-) -> Result<Plan, WebRtcError> {
-    // Candidates per kind, in preference order.
-    let per_track: Vec<(TrackInfo, Vec<codecs::CodecChoice>)> = tracks
-        .iter()
-        .map(|t| (*t, codecs::play_candidates(t)))
-        .collect();
-    let publish = codecs::publish_candidates(&cfg.codecs);
-
-    let mut sdp = (*offer).clone();
-    let mut chosen: Vec<codecs::CodecChoice> = Vec::new();
-    let mut used_tracks: Vec<usize> = Vec::new();
-    let mut kinds_taken: Vec<MediaKind> = Vec::new();
-    let mut problems: Vec<String> = Vec::new();
-    let mut codec_problems: Vec<String> = Vec::new();
-    let mut usable = 0;
-
-    // str0m's `set_direction` panics on an m-line without a direction attribute (which it
-    // reads as inactive), so only ever change a direction that is there. (A macro: str0m's
-    // m-line type is public but lives in a private module, so it cannot be named.)
-    macro_rules! set_dir {
-        ($line:expr, $d:expr) => {
-            if $line.direction() != $d {
-                $line.set_direction($d);
-            }
-        };
-    }
-
-    for (i, line) in sdp.media_lines.iter_mut().enumerate() {
-        if !line.typ.is_media() || line.disabled {
-            continue;
-        }
-        let remote = line.rtp_params();
-        let Some(kind) = remote
-            .iter()
-            .map(|p| MediaKind::from_s0(p.spec().codec.kind()))
-            .next()
-        else {
-            codec_problems.push(format!("m-line {i}: no audio/video payload types"));
-            set_dir!(line, Direction::Inactive);
-            continue;
-        };
-        let dir = line.direction();
-        let wanted = match role {
-            WebRtcRole::Publish => Direction::SendOnly,
-            WebRtcRole::Play => Direction::RecvOnly,
-        };
-        let ok_dir = dir == wanted || dir == Direction::SendRecv;
-        if !ok_dir {
-            problems.push(format!(
-                "m-line {i} ({kind:?}) is {dir}, a {} offer needs {wanted} or sendrecv",
-                match role {
-                    WebRtcRole::Publish => "WHIP publish",
-                    WebRtcRole::Play => "WHEP play",
-                }
-            ));
-            set_dir!(line, Direction::Inactive);
-            continue;
-        }
-        if kinds_taken.contains(&kind) {
-            problems.push(format!("m-line {i}: only one {kind:?} track per session"));
-            set_dir!(line, Direction::Inactive);
-            continue;
-        }
-        // sendrecv is answered one-way: the session never sends to a publisher nor receives
-        // media from a player.
-        set_dir!(line, wanted);
-
-        let pick = match role {
-            WebRtcRole::Publish => publish
-                .iter()
-                .find(|c| c.codec.kind() == kind && remote.iter().any(|r| c.matches(r)))
-                .copied()
-                .map(|c| vec![c]),
-            WebRtcRole::Play => {
-                let hit = per_track
-                    .iter()
-                    .enumerate()
-                    .filter(|(ti, (t, _))| t.kind == kind && !used_tracks.contains(ti))
-                    .find_map(|(ti, (_, cands))| {
-                        let ok: Vec<_> = cands
-                            .iter()
-                            .filter(|c| remote.iter().any(|r| c.matches(r)))
-                            .copied()
-                            .collect();
-                        (!ok.is_empty()).then_some((ti, ok))
-                    });
-                hit.map(|(ti, ok)| {
-                    used_tracks.push(ti);
-                    ok
-                })
-            }
-        };
-        match pick {
-            Some(c) => {
-                kinds_taken.push(kind);
-                chosen.extend(c);
-                usable += 1;
-            }
-            None => {
-                let want = match role {
-                    WebRtcRole::Publish => cfg
-                        .codecs
-                        .iter()
-                        .filter(|c| c.kind() == kind)
-                        .map(|c| c.name())
-                        .collect::<Vec<_>>()
-                        .join("/"),
-                    WebRtcRole::Play => tracks
-                        .iter()
-                        .filter(|t| t.kind == kind)
-                        .map(|t| t.codec.name())
-                        .collect::<Vec<_>>()
-                        .join("/"),
-                };
-                let want = if want.is_empty() {
-                    "nothing".to_string()
-                } else {
-                    want
-                };
-                codec_problems.push(format!(
-                    "m-line {i} ({kind:?}) offers {}; accepted: {want}{}",
-                    codecs::describe(&remote),
-                    if want.contains("H264") {
-                        " (H264 needs packetization-mode=1, profile 42e0xx or 4200xx)"
-                    } else {
-                        ""
-                    }
-                ));
-                set_dir!(line, Direction::Inactive);
-            }
-        }
-    }
-    if usable == 0 {
-        if !codec_problems.is_empty() {
-            let mut all = codec_problems;
-            all.extend(problems);
-            return Err(WebRtcError::NoSupportedCodec(all.join("; ")));
-        }
-        if problems.is_empty() {
-            return Err(WebRtcError::NoUsableMedia(
-                "no audio or video m-line".into(),
-            ));
-        }
-        return Err(WebRtcError::NoUsableMedia(problems.join("; ")));
-    }
-    for p in problems.iter().chain(codec_problems.iter()) {
-        tracing::debug!(role = ?role, "offer m-line not used: {p}");
-    }
-    Ok(Plan {
-        offer: SdpOffer::from(sdp),
-        candidates: chosen,
-    })
-}
-
-/// Payload types for the provisional local config: distinct, in the dynamic range.
-/// str0m re-numbers to the remote's PTs while answering.
-fn codec_config_for(cands: &[codecs::CodecChoice]) -> CodecConfig {
-    let mut cfg = CodecConfig::empty();
-    let mut next = 96u8;
-    for c in cands {
-        let pt = next;
-        next += 1;
-        let rtx = if c.codec.kind() == MediaKind::Video {
-            next += 1;
-            Some(next - 1)
-        } else {
-            None
-        };
-        c.add_to(&mut cfg, pt, rtx);
-    }
-    cfg
 }
 
 impl WebRtcSession {
@@ -1281,25 +796,6 @@ impl WebRtcSession {
         self.state = State::Dead;
         self.rtc.disconnect();
         self.queue.push_back(Output::Disconnected(reason));
-    }
-}
-
-/// str0m's parse errors start with the parser's memory address ("Parse error at
-/// PointerOffset(0x7f..)"), useless to an HTTP client; keep the explanation lines.
-fn clean_parse_error(msg: &str) -> String {
-    let mut parts: Vec<&str> = Vec::new();
-    for line in msg.lines() {
-        let line = match line.find("Parse error at PointerOffset(") {
-            Some(i) => line[..i].trim_end().trim_end_matches(':'),
-            None => line.trim(),
-        };
-        if !line.is_empty() {
-            parts.push(line);
-        }
-    }
-    match parts.split_first() {
-        Some((first, rest)) if !rest.is_empty() => format!("{first}: {}", rest.join("; ")),
-        _ => parts.join("; "),
     }
 }
 
