@@ -143,6 +143,21 @@ pub fn restamp_at(at: StampAt, buf: &mut [u8], seq: u16, ts: u32, send_ns: u64) 
     buf[o..o + 8].copy_from_slice(&send_ns.to_be_bytes());
 }
 
+/// Writes the stamp (send time, publisher index; [`STAMP_LEN`] bytes) at the start of `p`.
+pub fn write_stamp(p: &mut [u8], send_ns: u64, publisher: u32) {
+    p[..8].copy_from_slice(&send_ns.to_be_bytes());
+    p[8..STAMP_LEN].copy_from_slice(&publisher.to_be_bytes());
+}
+
+/// (send time, publisher index) from the first [`STAMP_LEN`] bytes of `p`.
+pub fn read_stamp(p: &[u8]) -> Option<(u64, u32)> {
+    let p = p.get(..STAMP_LEN)?;
+    Some((
+        u64::from_be_bytes(p[..8].try_into().ok()?),
+        u32::from_be_bytes(p[8..].try_into().ok()?),
+    ))
+}
+
 /// The stamp from the header extension, if the packet has ours (one-byte header, first
 /// element id [`STAMP_EXT_ID`] with 12 bytes).
 fn ext_stamp(buf: &[u8]) -> Option<&[u8]> {
@@ -176,13 +191,14 @@ pub fn parse_packet(buf: &[u8]) -> Option<Received> {
         Some(p) => p,
         None => buf.get(h.payload_offset..h.payload_offset + STAMP_LEN)?,
     };
+    let (send_ns, publisher) = read_stamp(p)?;
     Some(Received {
         seq: h.seq,
         timestamp: h.timestamp,
         ssrc: h.ssrc,
         payload_type: h.payload_type,
-        send_ns: u64::from_be_bytes(p[..8].try_into().unwrap()),
-        publisher: u32::from_be_bytes(p[8..12].try_into().unwrap()),
+        send_ns,
+        publisher,
     })
 }
 

@@ -134,20 +134,19 @@ impl Client {
         }
     }
 
-    fn post<T: serde::de::DeserializeOwned>(&self, path: &str, body: impl Serialize) -> Result<T> {
+    /// `POST base+path` with the bearer token when set.
+    fn request(&self, path: &str) -> (String, ureq::Request) {
         let url = format!("{}{}", self.base, path);
         let mut req = self.agent.post(&url);
         if let Some(t) = &self.token {
             req = req.set("Authorization", &format!("Bearer {t}"));
         }
-        let resp = match req.send_json(body) {
-            Ok(r) => r,
-            Err(ureq::Error::Status(code, r)) => {
-                let text = r.into_string().unwrap_or_default();
-                return Err(format!("POST {url}: HTTP {code}: {}", text.trim()).into());
-            }
-            Err(e) => return Err(format!("POST {url}: {e}").into()),
-        };
+        (url, req)
+    }
+
+    fn post<T: serde::de::DeserializeOwned>(&self, path: &str, body: impl Serialize) -> Result<T> {
+        let (url, req) = self.request(path);
+        let resp = sent(&url, req.send_json(body))?;
         let text = resp
             .into_string()
             .map_err(|e| format!("POST {url}: reading body: {e}"))?;
@@ -157,6 +156,32 @@ impl Client {
         }
         serde_json::from_str(&text)
             .map_err(|e| format!("POST {url}: bad response {text:?}: {e}").into())
+    }
+
+    /// WHIP/WHEP: `POST base+path` with an SDP offer; returns the session's `Location` (empty
+    /// if the server sent none) and the SDP answer.
+    pub fn post_sdp(&self, path: &str, offer: &str) -> Result<(String, String)> {
+        let (url, req) = self.request(path);
+        let resp = sent(
+            &url,
+            req.set("Content-Type", "application/sdp")
+                .send_string(offer),
+        )?;
+        let location = resp.header("location").unwrap_or_default().to_string();
+        let answer = resp
+            .into_string()
+            .map_err(|e| format!("POST {url}: reading body: {e}"))?;
+        Ok((location, answer))
+    }
+
+    /// `DELETE base+location` (a WHIP/WHEP session); the outcome is not checked, this is
+    /// clean-up at the end of a run.
+    pub fn delete(&self, location: &str) {
+        let mut req = self.agent.delete(&format!("{}{location}", self.base));
+        if let Some(t) = &self.token {
+            req = req.set("Authorization", &format!("Bearer {t}"));
+        }
+        let _ = req.call();
     }
 
     pub fn publish(&self, name: &str) -> Result<PublishResponse> {
@@ -199,21 +224,12 @@ impl Client {
     /// `POST /rest-api/stream/find` (cluster-wide on a clustered node); nothing found (404)
     /// is an empty list.
     pub fn find(&self, filter: serde_json::Value) -> Result<Vec<serde_json::Value>> {
-        let url = format!("{}/rest-api/stream/find", self.base);
-        let mut req = self.agent.post(&url);
-        if let Some(t) = &self.token {
-            req = req.set("Authorization", &format!("Bearer {t}"));
-        }
+        let (url, req) = self.request("/rest-api/stream/find");
         match req.send_json(filter) {
-            Ok(r) => Ok(r
+            Err(ureq::Error::Status(404, _)) => Ok(Vec::new()),
+            r => Ok(sent(&url, r)?
                 .into_json()
                 .map_err(|e| format!("POST {url}: bad response: {e}"))?),
-            Err(ureq::Error::Status(404, _)) => Ok(Vec::new()),
-            Err(ureq::Error::Status(code, r)) => {
-                let text = r.into_string().unwrap_or_default();
-                Err(format!("POST {url}: HTTP {code}: {}", text.trim()).into())
-            }
-            Err(e) => Err(format!("POST {url}: {e}").into()),
         }
     }
 
@@ -221,24 +237,28 @@ impl Client {
     /// Terminates `ids`, 500 per request. A chunk the server no longer has (404) is not an
     /// error: a publisher's stop stops its players, so theirs may be gone already.
     pub fn terminate(&self, ids: &[String]) -> Result<()> {
-        let url = format!("{}/rest-api/stream/terminate", self.base);
         for chunk in ids.chunks(500) {
-            let mut req = self.agent.post(&url);
-            if let Some(t) = &self.token {
-                req = req.set("Authorization", &format!("Bearer {t}"));
-            }
+            let (url, req) = self.request("/rest-api/stream/terminate");
             match req.send_json(TerminateRequest {
                 media_session_ids: chunk,
             }) {
-                Ok(_) | Err(ureq::Error::Status(404, _)) => {}
-                Err(ureq::Error::Status(code, r)) => {
-                    let text = r.into_string().unwrap_or_default();
-                    return Err(format!("POST {url}: HTTP {code}: {}", text.trim()).into());
-                }
-                Err(e) => return Err(format!("POST {url}: {e}").into()),
+                Err(ureq::Error::Status(404, _)) => {}
+                r => drop(sent(&url, r)?),
             }
         }
         Ok(())
+    }
+}
+
+/// A sent request's response, or its failure as "POST url: HTTP code: body" / "POST url: why".
+fn sent(url: &str, r: std::result::Result<ureq::Response, ureq::Error>) -> Result<ureq::Response> {
+    match r {
+        Ok(r) => Ok(r),
+        Err(ureq::Error::Status(code, r)) => {
+            let text = r.into_string().unwrap_or_default();
+            Err(format!("POST {url}: HTTP {code}: {}", text.trim()).into())
+        }
+        Err(e) => Err(format!("POST {url}: {e}").into()),
     }
 }
 

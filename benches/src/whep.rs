@@ -27,6 +27,7 @@ use str0m::net::{Protocol, Receive};
 use str0m::{Candidate, Event, Input, Output, Rtc};
 
 use crate::net::{bind_udp, cpu_seconds, rss_kib, Epoll};
+use crate::rest::Client;
 use crate::Result;
 
 #[derive(Debug, Clone)]
@@ -167,7 +168,7 @@ impl Player {
 }
 
 /// POSTs one WHEP offer and applies the answer; the caller drives the player from then on.
-fn connect(agent: &ureq::Agent, cfg: &WhepConfig, local_port: u16) -> Result<Player> {
+fn connect(client: &Client, cfg: &WhepConfig, local_port: u16) -> Result<Player> {
     let sock = bind_udp(SocketAddr::new(cfg.local_ip, local_port), 256 * 1024)?;
     sock.set_nonblocking(true)?;
     let local = sock.local_addr()?;
@@ -177,25 +178,13 @@ fn connect(agent: &ureq::Agent, cfg: &WhepConfig, local_port: u16) -> Result<Pla
     let mut api = rtc.sdp_api();
     api.add_media(MediaKind::Video, Direction::RecvOnly, None, None, None);
     let (offer, pending): (_, SdpPendingOffer) = api.apply().ok_or("str0m made no offer")?;
-    let url = format!("{}/whep/{}", cfg.server.trim_end_matches('/'), cfg.name);
-    let mut req = agent.post(&url).set("Content-Type", "application/sdp");
-    if let Some(t) = &cfg.token {
-        req = req.set("Authorization", &format!("Bearer {t}"));
-    }
-    let resp = match req.send_string(&offer.to_sdp_string()) {
-        Ok(r) => r,
-        Err(ureq::Error::Status(code, r)) => {
-            let text = r.into_string().unwrap_or_default();
-            return Err(format!("POST {url}: HTTP {code}: {}", text.trim()).into());
-        }
-        Err(e) => return Err(format!("POST {url}: {e}").into()),
-    };
-    let location = resp.header("location").unwrap_or_default().to_string();
-    let answer = SdpAnswer::from_sdp_string(&resp.into_string()?)
-        .map_err(|e| format!("POST {url}: bad SDP answer: {e}"))?;
+    let path = format!("/whep/{}", cfg.name);
+    let (location, answer) = client.post_sdp(&path, &offer.to_sdp_string())?;
+    let answer = SdpAnswer::from_sdp_string(&answer)
+        .map_err(|e| format!("POST {path}: bad SDP answer: {e}"))?;
     rtc.sdp_api()
         .accept_answer(pending, answer)
-        .map_err(|e| format!("POST {url}: answer refused: {e}"))?;
+        .map_err(|e| format!("POST {path}: answer refused: {e}"))?;
     let mut p = Player {
         rtc,
         sock,
@@ -218,21 +207,18 @@ fn connect(agent: &ureq::Agent, cfg: &WhepConfig, local_port: u16) -> Result<Pla
 /// SRTP publisher carries the stamp in a header extension, which the server does not
 /// forward to WebRTC players, and its payload starts with filler).
 fn stamp_latency_us(payload: &[u8]) -> Option<u64> {
-    let sent = u64::from_be_bytes(payload.get(..8)?.try_into().ok()?);
-    let publisher = u32::from_be_bytes(payload.get(8..12)?.try_into().ok()?);
+    let (sent, publisher) = crate::pkt::read_stamp(payload)?;
     let now = crate::clock::mono_ns();
     (publisher == 0 && sent <= now && now - sent < 60_000_000_000).then(|| (now - sent) / 1000)
 }
 
 /// One turn over every player: readable sockets first, then due str0m timeouts.
 fn turn(players: &mut [Player], epoll: &mut Epoll, buf: &mut [u8], counting: bool, wait_ms: i32) {
-    let ready: Vec<u64> = match epoll.wait(wait_ms) {
-        Ok(it) => it.collect(),
-        Err(_) => Vec::new(),
-    };
-    for i in ready {
-        if let Some(p) = players.get_mut(i as usize) {
-            p.receive(buf, counting);
+    if let Ok(ready) = epoll.wait(wait_ms) {
+        for i in ready {
+            if let Some(p) = players.get_mut(i as usize) {
+                p.receive(buf, counting);
+            }
         }
     }
     let now = Instant::now();
@@ -245,9 +231,7 @@ pub fn run(cfg: &WhepConfig) -> Result<WhepReport> {
     if cfg.players == 0 {
         return Err("--players must be at least 1".into());
     }
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(10))
-        .build();
+    let client = Client::new(&cfg.server, cfg.token.clone());
     let mut epoll = Epoll::new(1024)?;
     let mut buf = vec![0u8; 2048];
     let mut players: Vec<Player> = Vec::with_capacity(cfg.players as usize);
@@ -263,7 +247,7 @@ pub fn run(cfg: &WhepConfig) -> Result<WhepReport> {
     let mut first_error: Option<String> = None;
     std::thread::scope(|scope| {
         for _ in 0..cfg.signal_threads.clamp(1, cfg.players as usize) {
-            let (tx, next, stop, agent) = (tx.clone(), &next, &stop, agent.clone());
+            let (tx, next, stop, client) = (tx.clone(), &next, &stop, &client);
             scope.spawn(move || loop {
                 let j = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 if j >= cfg.players || stop.load(std::sync::atomic::Ordering::Relaxed) {
@@ -274,7 +258,7 @@ pub fn run(cfg: &WhepConfig) -> Result<WhepReport> {
                     b => b.checked_add(j as u16),
                 };
                 let r = match port {
-                    Some(port) => connect(&agent, cfg, port),
+                    Some(port) => connect(client, cfg, port),
                     None => Err("--player-base-port + --players exceeds 65535".into()),
                 };
                 if tx.send(r).is_err() {
@@ -397,15 +381,8 @@ pub fn run(cfg: &WhepConfig) -> Result<WhepReport> {
     };
 
     // End the sessions (bounded: one DELETE each, 10 s timeout).
-    for p in &players {
-        if !p.location.is_empty() {
-            let url = format!("{}{}", cfg.server.trim_end_matches('/'), p.location);
-            let mut req = agent.delete(&url);
-            if let Some(t) = &cfg.token {
-                req = req.set("Authorization", &format!("Bearer {t}"));
-            }
-            let _ = req.call();
-        }
+    for p in players.iter().filter(|p| !p.location.is_empty()) {
+        client.delete(&p.location);
     }
     Ok(report)
 }

@@ -15,6 +15,8 @@ use str0m::{Candidate, Event, Input, Output, Rtc};
 
 use crate::clock::mono_ns;
 use crate::net::bind_udp;
+use crate::pkt::{write_stamp, STAMP_LEN};
+use crate::rest::Client;
 use crate::Result;
 
 #[derive(Debug, Clone)]
@@ -50,7 +52,7 @@ impl WhipReport {
 }
 
 pub fn run(cfg: &WhipConfig) -> Result<WhipReport> {
-    if cfg.pps == 0 || cfg.payload < 12 {
+    if cfg.pps == 0 || cfg.payload < STAMP_LEN {
         return Err("--whip needs --pps > 0 and --size leaving at least 12 payload bytes".into());
     }
     let sock = bind_udp(SocketAddr::new(cfg.local_ip, cfg.port), 1 << 20)?;
@@ -61,32 +63,14 @@ pub fn run(cfg: &WhipConfig) -> Result<WhipReport> {
     let mut api = rtc.sdp_api();
     let mid = api.add_media(MediaKind::Video, Direction::SendOnly, None, None, None);
     let (offer, pending) = api.apply().ok_or("str0m made no offer")?;
-    let base = cfg.server.trim_end_matches('/');
-    let url = format!("{base}/whip/{}", cfg.name);
-    let agent = ureq::AgentBuilder::new()
-        .timeout(Duration::from_secs(10))
-        .build();
-    let auth = |r: ureq::Request| match &cfg.token {
-        Some(t) => r.set("Authorization", &format!("Bearer {t}")),
-        None => r,
-    };
-    let resp = match auth(agent.post(&url))
-        .set("Content-Type", "application/sdp")
-        .send_string(&offer.to_sdp_string())
-    {
-        Ok(r) => r,
-        Err(ureq::Error::Status(code, r)) => {
-            let text = r.into_string().unwrap_or_default();
-            return Err(format!("POST {url}: HTTP {code}: {}", text.trim()).into());
-        }
-        Err(e) => return Err(format!("POST {url}: {e}").into()),
-    };
-    let location = resp.header("location").unwrap_or_default().to_string();
-    let answer = SdpAnswer::from_sdp_string(&resp.into_string()?)
-        .map_err(|e| format!("POST {url}: bad SDP answer: {e}"))?;
+    let client = Client::new(&cfg.server, cfg.token.clone());
+    let path = format!("/whip/{}", cfg.name);
+    let (location, answer) = client.post_sdp(&path, &offer.to_sdp_string())?;
+    let answer = SdpAnswer::from_sdp_string(&answer)
+        .map_err(|e| format!("POST {path}: bad SDP answer: {e}"))?;
     rtc.sdp_api()
         .accept_answer(pending, answer)
-        .map_err(|e| format!("POST {url}: answer refused: {e}"))?;
+        .map_err(|e| format!("POST {path}: answer refused: {e}"))?;
     let pt = *rtc
         .media(mid)
         .and_then(|m| m.remote_pts().first().copied())
@@ -131,8 +115,7 @@ pub fn run(cfg: &WhipConfig) -> Result<WhipReport> {
             break;
         }
         if let Some(t) = next_send.filter(|&t| now >= t) {
-            payload[..8].copy_from_slice(&mono_ns().to_be_bytes());
-            payload[8..12].copy_from_slice(&0u32.to_be_bytes());
+            write_stamp(&mut payload, mono_ns(), 0);
             let ts = (sent * 90_000 / cfg.pps as u64) as u32;
             if let Some(tx) = rtc.direct_api().stream_tx_by_mid(mid, None) {
                 tx.write_rtp(
@@ -164,7 +147,7 @@ pub fn run(cfg: &WhipConfig) -> Result<WhipReport> {
         }
     }
     if !location.is_empty() {
-        let _ = auth(agent.delete(&format!("{base}{location}"))).call();
+        client.delete(&location);
     }
     let c = connected.expect("loop ends only once connected");
     Ok(WhipReport {
