@@ -29,7 +29,11 @@
 # SKIP_BUILD=1, SRTP (comma-separated suites, default AES_CM_128_HMAC_SHA1_80; `none`: plain
 # only), SRTP_CHECK_EVERY (players decrypt 1 datagram in N, default 64), REPEAT (rounds,
 # default 1), PROFILE (flat, video, audio, av: `load --profile`), GSO (both, on, off), GST
-# (1/0). Binaries come from $CARGO_TARGET_DIR (default target/) unless SERVER_BIN /
+# (1/0), CONNECT (on; both: also the server with `media.connect_players = false`, and the ratio
+# engine(connected)/engine(unconnected)), GRO (off; on: every engine run with `media.gro =
+# true`; both: also a `nogro-N` run without it, and the ratio engine(GRO)/engine(no GRO)),
+# PUB_GSO (0; 1: the publisher sends each frame as UDP GSO datagrams, `load --publisher-gso`,
+# which GRO needs to see bursts on loopback). Binaries come from $CARGO_TARGET_DIR (default target/) unless SERVER_BIN /
 # LOAD_BIN say otherwise.
 set -euo pipefail
 
@@ -63,6 +67,12 @@ REPEAT=${REPEAT:-1}
 PROFILE=${PROFILE:-flat}
 GSO=${GSO:-both}
 GST=${GST:-1}
+CONNECT=${CONNECT:-on}
+GRO=${GRO:-off}
+PUB_GSO=${PUB_GSO:-0}
+[[ "$GRO" =~ ^(both|on|off)$ ]] || { echo "fanout.sh: GRO must be both, on or off" >&2; exit 1; }
+[[ "$PUB_GSO" =~ ^(0|1)$ ]] || { echo "fanout.sh: PUB_GSO must be 0 or 1" >&2; exit 1; }
+[[ "$CONNECT" =~ ^(both|on)$ ]] || { echo "fanout.sh: CONNECT must be on or both" >&2; exit 1; }
 [[ "$PROFILE" =~ ^(flat|video|audio|av)$ ]] || { echo "fanout.sh: PROFILE must be flat, video, audio or av" >&2; exit 1; }
 [[ "$GSO" =~ ^(both|on|off)$ ]] || { echo "fanout.sh: GSO must be both, on or off" >&2; exit 1; }
 SUITES=()
@@ -133,21 +143,26 @@ fi
 [[ -x "$LOAD_BIN" ]] || die "$LOAD_BIN missing (build failed or SKIP_BUILD=1 without a build)"
 [[ -x "$SERVER_BIN" ]] || die "server binary $SERVER_BIN not found: build \`mediaserver\` first or set SERVER_BIN"
 mkdir -p "$OUT"
+# A previous run's reports would be read as this run's (e.g. nogso-N.json when GSO=on).
+rm -f "$OUT"/*.json
 # The load tool creates every player before its publishers send, which can take longer than
 # the default 30 s pending deadline at 10,000 sessions: no pending deadline while benchmarking.
-cat >"$OUT/bench.toml" <<'TOML'
-[media]
-pending_timeout_ms = 0
-TOML
-cat >"$OUT/bench-nogso.toml" <<'TOML'
-[media]
-pending_timeout_ms = 0
-gso = false
-TOML
+# bench_toml FILE [KEY = VALUE ...]: the server's config for one kind of run.
+bench_toml() {
+    local f=$1; shift
+    { echo "[media]"; echo "pending_timeout_ms = 0"; [[ "$GRO" == off ]] || echo "gro = true"
+      for kv in "$@"; do echo "$kv"; done; } >"$f"
+}
+bench_toml "$OUT/bench.toml"
+bench_toml "$OUT/bench-nogso.toml" "gso = false"
+bench_toml "$OUT/bench-unconn.toml" "connect_players = false"
+# Without GRO whatever GRO says (not via bench_toml: a repeated TOML key is an error).
+{ echo "[media]"; echo "pending_timeout_ms = 0"; } >"$OUT/bench-nogro.toml"
 
 LOAD_ARGS=(--publishers "$PUBLISHERS" --players "$PLAYERS" --pps "$PPS" --size "$SIZE" --profile "$PROFILE"
     --duration "$DURATION" --recv-threads "$RECV_THREADS"
     --player-base-port "$PLAYER_BASE" --publisher-base-port "$PUBLISHER_BASE")
+[[ "$PUB_GSO" != 1 ]] || LOAD_ARGS+=(--publisher-gso)
 RUN_LIMIT=$((DURATION + 120))
 
 start_server() {
@@ -235,6 +250,8 @@ for round in $(seq "$REPEAT"); do
     if [[ "$GSO" == both ]]; then
         CONFIG="$OUT/bench-nogso.toml" engine_run "nogso-$round"
     fi
+    [[ "$CONNECT" != both ]] || CONFIG="$OUT/bench-unconn.toml" engine_run "unconn-$round"
+    [[ "$GRO" != both ]] || CONFIG="$OUT/bench-nogro.toml" engine_run "nogro-$round"
     [[ "$GST" != 1 ]] || gst_run "gst-$round"
     for suite in "${SUITES[@]}"; do
         engine_run "srtp-$suite-$round" --srtp "$suite" --srtp-check-every "$SRTP_CHECK_EVERY"
@@ -249,7 +266,7 @@ for round in $(seq "$REPEAT"); do
         RATIOS[$suite]+="$(ratio_of "$OUT/srtp-$suite-$round.json" "$OUT/raw-$round.json") "
     done
     echo "== round $round: server CPU per delivered packet (us) and delivery"
-    for run in engine nogso gst raw "${SUITES[@]/#/srtp-}"; do
+    for run in engine nogso unconn nogro gst raw "${SUITES[@]/#/srtp-}"; do
         f="$OUT/$run-$round.json"
         [[ -f "$f" ]] || continue
         CPU[$run]+="$(cpu_us "$f") "
@@ -257,20 +274,24 @@ for round in $(seq "$REPEAT"); do
     done
     e=$(cpu_us "$OUT/engine-$round.json")
     [[ ! -f "$OUT/nogso-$round.json" ]] || RATIOS[gso]+="$(div "$e" "$(cpu_us "$OUT/nogso-$round.json")") "
+    [[ ! -f "$OUT/unconn-$round.json" ]] || RATIOS[conn]+="$(div "$e" "$(cpu_us "$OUT/unconn-$round.json")") "
+    [[ ! -f "$OUT/nogro-$round.json" ]] || RATIOS[gro]+="$(div "$e" "$(cpu_us "$OUT/nogro-$round.json")") "
     [[ ! -f "$OUT/gst-$round.json" ]] || RATIOS[gst]+="$(div "$e" "$(cpu_us "$OUT/gst-$round.json")") "
     RATIOS[cpu_raw]+="$(div "$e" "$(cpu_us "$OUT/raw-$round.json")") "
 done
 
 echo "==== server CPU per delivered packet ($PROFILE profile, $PUBLISHERS publisher(s) -> $PLAYERS players, $REPEAT round(s)): per round; median"
-for run in engine nogso gst raw "${SUITES[@]/#/srtp-}"; do
+for run in engine nogso unconn nogro gst raw "${SUITES[@]/#/srtp-}"; do
     [[ -n "${CPU[$run]:-}" ]] || continue
     # shellcheck disable=SC2086 # word list on purpose
     printf '%-44s %s; median %s\n' "$run (us)" "${CPU[$run]}" "$(printf '%s\n' ${CPU[$run]} | grep -v '^-$' | median)"
 done
-for k in gso gst cpu_raw; do
+for k in gso conn gro gst cpu_raw; do
     [[ -n "${RATIOS[$k]:-}" ]] || continue
     case $k in
         gso) label="CPU/pkt engine(GSO)/engine(no GSO)";;
+        conn) label="CPU/pkt engine(connected)/engine(unconnected)";;
+        gro) label="CPU/pkt engine(GRO)/engine(no GRO)";;
         gst) label="CPU/pkt engine/GStreamer multiudpsink";;
         cpu_raw) label="CPU/pkt engine/raw relay";;
     esac

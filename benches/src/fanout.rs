@@ -100,6 +100,8 @@ pub struct FanoutConfig {
     /// Plain RTP publishers post a VP8 SDP offer ([`crate::rest::rtp_offer`]), so the stream
     /// has a codec and WHEP players can play it (with the stamp in the payload).
     pub vp8_sdp: bool,
+    /// Frame profiles: publishers send each run of a frame as one UDP GSO datagram.
+    pub publisher_gso: bool,
 }
 
 impl FanoutConfig {
@@ -128,6 +130,7 @@ impl FanoutConfig {
             srtp: None,
             srtp_check_every: 64,
             vp8_sdp: false,
+            publisher_gso: false,
         }
     }
 
@@ -682,7 +685,7 @@ pub fn run(cfg: &FanoutConfig) -> Result<Report> {
     let sender_thread = {
         let (stop, tx_count) = (stop.clone(), tx_count.clone());
         let (pps, size, wire, batch) = (cfg.pps, cfg.size, cfg.wire_size(), cfg.batch);
-        let (profile, stamp_at) = (cfg.profile, cfg.stamp_at());
+        let (profile, stamp_at, gso) = (cfg.profile, cfg.stamp_at(), cfg.publisher_gso);
         std::thread::Builder::new()
             .name("publisher-tx".into())
             .spawn(move || {
@@ -694,6 +697,7 @@ pub fn run(cfg: &FanoutConfig) -> Result<Report> {
                         wire,
                         batch,
                         stamp_at,
+                        gso,
                         t0,
                         end,
                         interval_ns,

@@ -29,6 +29,7 @@ pub(crate) fn sender(
     wire_size: usize,
     batch: usize,
     stamp_at: StampAt,
+    gso: bool,
     t0: u64,
     end: u64,
     interval_ns: u64,
@@ -93,7 +94,11 @@ pub(crate) fn sender(
                     };
                     lens.push(out);
                 }
-                let r = sb.send_sized(p.sock.as_raw_fd(), &lens);
+                let r = if gso {
+                    sb.send_sized_gso(p.sock.as_raw_fd(), &lens)
+                } else {
+                    sb.send_sized(p.sock.as_raw_fd(), &lens)
+                };
                 p.attempted += chunk.len() as u64;
                 p.sent += r.sent as u64;
                 let bytes = lens[..r.sent].iter().sum::<usize>() as u64;

@@ -227,6 +227,12 @@ pub struct MediaConfig {
     /// Send each player's packets of a loop turn as UDP GSO batches (fewer kernel sends per
     /// video frame); falls back per socket where the kernel refuses.
     pub gso: bool,
+    /// connect() each plain-RTP/SRTP player's socket to the player: sends skip the kernel's
+    /// per-send route lookup.
+    pub connect_players: bool,
+    /// Receive RTP/SRTP publishers' bursts as UDP GRO datagrams (one completion per burst
+    /// where the NIC or a GSO sender coalesced it).
+    pub gro: bool,
     /// A packet that waited longer than this in the server (from its arrival on the host) is
     /// dropped, not sent late, and counted (`reason="stale"`); 0 = never drop.
     pub max_queue_ms: u64,

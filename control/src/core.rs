@@ -182,6 +182,8 @@ impl Core {
             shard: engine::ShardConfig {
                 nack_rate_per_player: cfg.media.nack_rate_per_player,
                 gso: cfg.media.gso,
+                connect_players: cfg.media.connect_players,
+                gro: cfg.media.gro,
                 max_queue: std::time::Duration::from_millis(cfg.media.max_queue_ms),
                 ..Default::default()
             },

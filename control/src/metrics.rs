@@ -318,6 +318,11 @@ impl Collector for Snapshot {
                 |c| c.gso_refused,
             ),
             (
+                "gro_datagrams",
+                "Publisher datagrams received as one UDP GRO batch of several packets",
+                |c| c.gro_datagrams,
+            ),
+            (
                 "recv_buffer_resizes",
                 "Publisher socket receive buffers sized to their stream's rate",
                 |c| c.recv_buffer_resizes,

@@ -283,6 +283,8 @@ pub struct ShardCounters {
     pub gso_batches: u64,
     pub gso_segments: u64,
     pub gso_refused: u64,
+    /// UDP GRO: datagrams from publishers that carried more than one packet (`media.gro`).
+    pub gro_datagrams: u64,
     /// Publisher sockets whose receive buffer was resized to the stream's rate.
     pub recv_buffer_resizes: u64,
     /// Age at send of every packet copy sent to a player (arrival to send, in the server).

@@ -194,7 +194,10 @@ fn unknown_sources_are_dropped_and_counted() {
         let c = srv.core.live().shard_counters;
         let unknown: u64 = c.iter().map(|c| c.dropped_unknown_source).sum();
         let malformed: u64 = c.iter().map(|c| c.dropped_malformed).sum();
-        unknown == 20 && malformed == 1
+        // The player's leg is connected to the player (media.connect_players), so the
+        // kernel discards the stranger's datagrams to it before user space sees them:
+        // only the 10 sent to the publisher's port are counted.
+        unknown == 10 && malformed == 1
     });
     assert!(ok, "drops counted: {:?}", srv.core.live().shard_counters);
 }

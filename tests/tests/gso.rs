@@ -1,7 +1,8 @@
 //! Batched fan-out over real UDP on 127.0.0.1: a burst (a video frame) reaches each player as
 //! UDP GSO sends, and every segment arrives whole and in order, as plain RTP and as SRTP
 //! (decrypted here); a socket that refuses GSO still gets everything; a packet that waited
-//! too long in the server is dropped and the newest are kept.
+//! too long in the server is dropped and the newest are kept; with `media.gro`, a publisher's
+//! GSO burst is read as one GRO datagram and split back into its packets.
 //!
 //! A burst is made to land in one loop turn by stalling the shard (Fault::Stall) while the
 //! publisher sends: the kernel queues the datagrams, and the shard reads them all at once.
@@ -214,4 +215,71 @@ fn packets_that_waited_too_long_are_dropped_and_the_newest_kept() {
         "stale drops in /metrics"
     );
     assert!(m.contains("mediaserver_packet_age_at_send_seconds_bucket{le=\"0.05\"}"));
+}
+
+/// Every send on `sock` larger than `size` goes out as `size`-byte GSO segments (0: off).
+fn set_udp_segment(sock: &UdpSocket, size: libc::c_int) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a plain int option on a socket we own.
+    let r = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_UDP,
+            103, // UDP_SEGMENT
+            &size as *const _ as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(r, 0, "UDP_SEGMENT: {}", std::io::Error::last_os_error());
+}
+
+/// Sends a burst as three GSO datagrams (packets 0..64, 64..71 with its shorter last one,
+/// 71..100): on loopback each reaches a GRO socket whole, as one datagram.
+fn send_burst_gso(sock: &UdpSocket, to: std::net::SocketAddr, seq0: u16, tag: u8) {
+    set_udp_segment(sock, 12 + 1000);
+    for run in [0..64u16, 64..71, 71..BURST] {
+        let mut datagram = Vec::new();
+        for i in run {
+            let seq = seq0.wrapping_add(i);
+            let p = rtp_packet(96, seq, 90_000 + 3000 * i as u32, 0x5150, &payload(tag, i));
+            datagram.extend_from_slice(&p);
+        }
+        sock.send_to(&datagram, to).unwrap();
+    }
+}
+
+#[test]
+fn a_gro_datagram_from_the_publisher_is_split_into_its_packets() {
+    let mut cfg = control::Config::for_tests(1);
+    cfg.media.gro = true;
+    let srv = start_with(cfg);
+    let base = srv.base_url();
+    let (_, media, _) = publish(&base, "g");
+    let players: Vec<Player> = (0..2).map(|_| Player::join(&base, "g", None)).collect();
+    let gso_publisher = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let readers: Vec<_> = players.iter().map(reader).collect();
+    send_burst_gso(&gso_publisher, media, 500, 5);
+    for (i, r) in readers.into_iter().enumerate() {
+        assert_burst(&r.join().unwrap(), 5, &format!("player {i}, GRO burst"));
+    }
+    let c = counters(&srv);
+    assert_eq!(c.gro_datagrams, 3, "three coalesced datagrams read: {c:?}");
+    assert_eq!(c.dropped_malformed, 0, "{c:?}");
+    // Single datagrams (an ordinary publisher) still pass through the GRO socket one by one.
+    let readers: Vec<_> = players.iter().map(reader).collect();
+    // The same socket (the latched source), its per-socket segmentation turned off.
+    set_udp_segment(&gso_publisher, 0);
+    send_burst(&gso_publisher, media, 500 + BURST, 6);
+    for (i, r) in readers.into_iter().enumerate() {
+        assert_burst(
+            &r.join().unwrap(),
+            6,
+            &format!("player {i}, single datagrams"),
+        );
+    }
+    assert_eq!(
+        counters(&srv).gro_datagrams,
+        3,
+        "no more coalesced datagrams"
+    );
 }

@@ -141,6 +141,11 @@ struct LoadArgs {
     /// audio (50 pps x 160 B) or av (both).
     #[arg(long, default_value = "flat")]
     profile: benches::profile::Profile,
+    /// Frame profiles: each run of equal-sized packets of a frame goes as one UDP GSO send,
+    /// so the server's socket sees the burst coalesced as a NIC's GRO would deliver it
+    /// (exercises `media.gro`; on loopback nothing else coalesces).
+    #[arg(long)]
+    publisher_gso: bool,
     /// RTP packet size in bytes, header included.
     #[arg(long, default_value_t = 1200)]
     size: usize,
@@ -300,6 +305,7 @@ fn config(
     let mut c = FanoutConfig::new(target, names, publishers, players);
     c.pps = a.pps;
     c.profile = a.profile;
+    c.publisher_gso = a.publisher_gso;
     c.size = a.size;
     c.duration = Duration::from_secs_f64(a.duration);
     c.drain = Duration::from_millis(a.drain_ms);

@@ -172,8 +172,7 @@ impl Shard {
             sl.pkt = Some(pkt.clone());
         }
         sl.addr = raw;
-        sl.hdr.msg_name = &mut sl.addr.storage as *mut _ as *mut libc::c_void;
-        sl.hdr.msg_namelen = sl.addr.len;
+        sl.addr.name_into(&mut sl.hdr);
         sl.hdr.msg_iov = sl.iov.as_mut_ptr();
         let out_len = sl.iov[..sl.hdr.msg_iovlen]
             .iter()
@@ -245,8 +244,7 @@ impl Shard {
             sl.pkt = None;
         }
         sl.addr = raw;
-        sl.hdr.msg_name = &mut sl.addr.storage as *mut _ as *mut libc::c_void;
-        sl.hdr.msg_namelen = sl.addr.len;
+        sl.addr.name_into(&mut sl.hdr);
         sl.hdr.msg_iov = sl.iov.as_mut_ptr();
         sl.hdr.msg_iovlen = 1;
         let e = opcode::SendMsg::new(
@@ -276,8 +274,7 @@ impl Shard {
         };
         sl.pkt = Some(data);
         sl.addr = RawAddr::new(to);
-        sl.hdr.msg_name = &mut sl.addr.storage as *mut _ as *mut libc::c_void;
-        sl.hdr.msg_namelen = sl.addr.len;
+        sl.addr.name_into(&mut sl.hdr);
         sl.hdr.msg_iov = sl.iov.as_mut_ptr();
         sl.hdr.msg_iovlen = 1;
         let e = opcode::SendMsg::new(types::Fd(fd), &sl.hdr as *const libc::msghdr)

@@ -362,8 +362,7 @@ impl Shard {
         (b.seg, b.segs, b.total) = (seg, n, total);
         b.owner = (p, s.gen, li);
         b.addr = raw;
-        b.hdr.msg_name = &mut b.addr.storage as *mut _ as *mut libc::c_void;
-        b.hdr.msg_namelen = b.addr.len;
+        b.addr.name_into(&mut b.hdr);
         b.hdr.msg_iov = b.iov.as_mut_ptr();
         b.hdr.msg_iovlen = b.iov.len();
         if n > 1 {
@@ -428,12 +427,10 @@ impl Shard {
                 let fd = l.socket.as_raw_fd();
                 let b = &mut *self.batches[bi];
                 for i in 0..b.segs {
-                    let name = &mut b.addr.storage as *mut _ as *mut libc::c_void;
-                    let iov = b.segment(i);
                     // SAFETY: zeroed msghdr filled with pointers into the live batch.
                     let mut h: libc::msghdr = unsafe { std::mem::zeroed() };
-                    h.msg_name = name;
-                    h.msg_namelen = b.addr.len;
+                    b.addr.name_into(&mut h);
+                    let iov = b.segment(i);
                     h.msg_iov = iov.as_ptr() as *mut libc::iovec;
                     h.msg_iovlen = iov.len();
                     // A rare path (once per refusing socket), so a direct syscall is fine.

@@ -49,8 +49,14 @@ pub struct ShardConfig {
     /// Batch each player's packets of a loop turn into UDP GSO sends (when the kernel
     /// supports it); false sends every packet on its own.
     pub gso: bool,
+    /// connect() a plain-RTP/SRTP player's socket to its peer, so sends go without a name
+    /// and the kernel skips a route lookup per send.
+    pub connect_players: bool,
     /// A packet older than this since it reached the host is dropped, not sent (zero: never).
     pub max_queue: Duration,
+    /// Receive publishers' bursts as UDP GRO datagrams into `gro_buffers` 64 KiB buffers.
+    pub gro: bool,
+    pub gro_buffers: u16,
 }
 
 impl Default for ShardConfig {
@@ -65,7 +71,10 @@ impl Default for ShardConfig {
             nack_rate_per_player: 50,
             nack_merge_window: Duration::from_millis(100),
             gso: true,
+            connect_players: true,
             max_queue: Duration::from_millis(50),
+            gro: false,
+            gro_buffers: 64,
         }
     }
 }
@@ -74,6 +83,8 @@ pub(crate) struct Shard {
     // Field order matters: the ring must drop before the buffer memory it points into.
     ring: IoUring,
     bufs: BufRing,
+    /// Publisher sockets with UDP GRO receive into these (`media.gro`).
+    gro_bufs: Option<BufRing>,
     recv_hdr: Box<libc::msghdr>,
     wake_buf: Box<u64>,
     slots: Box<[SendSlot]>,
@@ -134,6 +145,12 @@ impl Shard {
             .setup_cqsize(cfg.sq_entries * 8)
             .build(cfg.sq_entries)?;
         let bufs = BufRing::new(&ring, cfg.recv_buffers, cfg.recv_buffer_size, BGID)?;
+        let gro_bufs = if cfg.gro {
+            let n = cfg.gro_buffers.max(1).next_power_of_two();
+            Some(BufRing::new(&ring, n, GRO_BUF_SIZE, BGID_GRO)?)
+        } else {
+            None
+        };
         // SAFETY: all-zero msghdr is valid; only the name length matters for multishot.
         let mut recv_hdr: Box<libc::msghdr> = Box::new(unsafe { std::mem::zeroed() });
         recv_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
@@ -167,6 +184,7 @@ impl Shard {
         let mut shard = Self {
             ring,
             bufs,
+            gro_bufs,
             recv_hdr,
             wake_buf: Box::new(0),
             srtp_slab: crate::mapped::MappedBytes::zeroed(cfg.send_slots * fanout::SRTP_SLOT_LEN)?,

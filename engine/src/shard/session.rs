@@ -12,7 +12,7 @@ use crate::rewrite::Rewriter;
 use crate::srtp::SrtpContext;
 use crate::webrtc;
 
-use super::ring::{ud, RawAddr, KIND_CANCEL, KIND_RECV};
+use super::ring::{ud, RawAddr, KIND_CANCEL, KIND_RECV, KIND_RECV_GRO};
 use super::Shard;
 
 /// One socket of a session (one media section).
@@ -40,6 +40,8 @@ pub(super) struct Leg {
     pub(super) pps: Vec<u8>,
     /// Players: this socket refused a GSO send, so it sends packet by packet.
     pub(super) gso_off: bool,
+    /// Publishers: the socket delivers UDP GRO datagrams (receives from `BGID_GRO`).
+    pub(super) gro: bool,
     /// Publishers: the kernel's drop count last reported (SO_RXQ_OVFL), and the stream's
     /// rate over the current window (start ns, bytes) with the receive buffer it led to.
     pub(super) kernel_drops: u32,
@@ -146,6 +148,7 @@ impl Shard {
                     sps: Vec::new(),
                     pps: Vec::new(),
                     gso_off: false,
+                    gro: false,
                     kernel_drops: 0,
                     rate: (0, 0),
                     rcvbuf: 0,
@@ -173,6 +176,20 @@ impl Shard {
             }
         }
         let is_rtc = ns.webrtc.is_some();
+        if ns.role == Role::Player && !is_rtc && self.cfg.connect_players {
+            // A player's peer never changes (datagrams from any other source are dropped
+            // anyway), so the socket can be connected to it: sends then go without a name.
+            for l in legs.iter_mut() {
+                if let Some(peer) = l.peer {
+                    match l.socket.connect(peer) {
+                        Ok(()) => l.peer_raw = Some(RawAddr::connected()),
+                        Err(err) => {
+                            tracing::debug!(shard = self.me, id = ns.id, %peer, %err, "connect failed; sending unconnected")
+                        }
+                    }
+                }
+            }
+        }
         let session = Session {
             rtc: ns.webrtc,
             rtc_deadline: Instant::now(),
@@ -222,6 +239,14 @@ impl Shard {
                     Shard::enable_arrival_stamps(std::os::fd::AsRawFd::as_raw_fd(&l.socket));
                 }
             }
+            // WebRTC publishers' datagrams go to str0m one by one: GRO for RTP/SRTP only.
+            if self.gro_bufs.is_some() && !is_rtc {
+                if let Some(s) = self.sessions[idx].as_mut() {
+                    for l in s.legs.iter_mut() {
+                        l.gro = Shard::enable_gro(std::os::fd::AsRawFd::as_raw_fd(&l.socket));
+                    }
+                }
+            }
         }
         for leg in 0..n_legs {
             self.arm_recv(idx, leg);
@@ -263,8 +288,9 @@ impl Shard {
         };
         s.closing = true;
         let (stream, role, gen, counters) = (s.stream, s.role, s.gen, s.counters);
-        let armed: Vec<usize> = (0..s.legs.len())
+        let armed: Vec<(usize, bool)> = (0..s.legs.len())
             .filter(|&i| s.legs[i].recv_armed)
+            .map(|i| (i, s.legs[i].gro))
             .collect();
         if let Some(ls) = self.streams.get_mut(&stream) {
             match role {
@@ -287,8 +313,9 @@ impl Shard {
             self.finalize(idx);
         }
         // The session is released when the last cancelled receive completes.
-        for leg in armed {
-            let e = opcode::AsyncCancel::new(ud(KIND_RECV, gen, leg, idx))
+        for (leg, gro) in armed {
+            let kind = if gro { KIND_RECV_GRO } else { KIND_RECV };
+            let e = opcode::AsyncCancel::new(ud(kind, gen, leg, idx))
                 .build()
                 .user_data(ud(KIND_CANCEL, 0, 0, 0));
             self.push_sqe(e);
