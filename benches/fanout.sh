@@ -33,7 +33,11 @@
 # engine(connected)/engine(unconnected)), GRO (off; on: every engine run with `media.gro =
 # true`; both: also a `nogro-N` run without it, and the ratio engine(GRO)/engine(no GRO)),
 # PUB_GSO (0; 1: the publisher sends each frame as UDP GSO datagrams, `load --publisher-gso`,
-# which GRO needs to see bursts on loopback). Binaries come from $CARGO_TARGET_DIR (default target/) unless SERVER_BIN /
+# which GRO needs to see bursts on loopback), PIN (0; 1: every forwarder - the server with
+# one shard, GStreamer, the relay with one thread - runs on CPU 0 and the load tool on CPU 1,
+# so each run has the same placement instead of whatever the scheduler picks), BEFORE_BIN (a
+# mediaserver binary built from an earlier commit: each round also runs it, `before-N`, with
+# the same config as `engine`, and prints engine/before: before/after side by side). Binaries come from $CARGO_TARGET_DIR (default target/) unless SERVER_BIN /
 # LOAD_BIN say otherwise.
 set -euo pipefail
 
@@ -70,6 +74,13 @@ GST=${GST:-1}
 CONNECT=${CONNECT:-on}
 GRO=${GRO:-off}
 PUB_GSO=${PUB_GSO:-0}
+PIN=${PIN:-0}
+[[ "$PIN" =~ ^(0|1)$ ]] || { echo "fanout.sh: PIN must be 0 or 1" >&2; exit 1; }
+FWD=(); TOOL=()
+if [[ "$PIN" == 1 ]]; then
+    (( $(nproc) >= 2 )) || { echo "fanout.sh: PIN=1 needs 2 CPUs" >&2; exit 1; }
+    FWD=(taskset -c 0); TOOL=(taskset -c 1); RELAY_THREADS=1
+fi
 [[ "$GRO" =~ ^(both|on|off)$ ]] || { echo "fanout.sh: GRO must be both, on or off" >&2; exit 1; }
 [[ "$PUB_GSO" =~ ^(0|1)$ ]] || { echo "fanout.sh: PUB_GSO must be 0 or 1" >&2; exit 1; }
 [[ "$CONNECT" =~ ^(both|on)$ ]] || { echo "fanout.sh: CONNECT must be on or both" >&2; exit 1; }
@@ -151,13 +162,14 @@ rm -f "$OUT"/*.json
 bench_toml() {
     local f=$1; shift
     { echo "[media]"; echo "pending_timeout_ms = 0"; [[ "$GRO" == off ]] || echo "gro = true"
+      [[ "$PIN" != 1 ]] || echo "shards = 1"
       for kv in "$@"; do echo "$kv"; done; } >"$f"
 }
 bench_toml "$OUT/bench.toml"
 bench_toml "$OUT/bench-nogso.toml" "gso = false"
 bench_toml "$OUT/bench-unconn.toml" "connect_players = false"
 # Without GRO whatever GRO says (not via bench_toml: a repeated TOML key is an error).
-{ echo "[media]"; echo "pending_timeout_ms = 0"; } >"$OUT/bench-nogro.toml"
+{ echo "[media]"; echo "pending_timeout_ms = 0"; [[ "$PIN" != 1 ]] || echo "shards = 1"; } >"$OUT/bench-nogro.toml"
 
 LOAD_ARGS=(--publishers "$PUBLISHERS" --players "$PLAYERS" --pps "$PPS" --size "$SIZE" --profile "$PROFILE"
     --duration "$DURATION" --recv-threads "$RECV_THREADS"
@@ -170,7 +182,7 @@ start_server() {
     local args=$SERVER_ARGS
     [[ -z "${CONFIG:-}" ]] || args="run --config $CONFIG"
     # shellcheck disable=SC2086 # SERVER_ARGS is a word list on purpose
-    "$SERVER_BIN" $args >"$OUT/server.log" 2>&1 &
+    "${FWD[@]}" "$SERVER_BIN" $args >"$OUT/server.log" 2>&1 &
     SERVER_PID=$!
     for _ in $(seq 100); do
         tcp_open "$HTTP" && break
@@ -185,7 +197,7 @@ engine_run() {
     local name=$1; shift
     start_server
     echo "== $name: server pid $SERVER_PID, VmRSS $(awk '/VmRSS/ {print $2, $3}' "/proc/$SERVER_PID/status")"
-    timeout "$RUN_LIMIT" "$LOAD_BIN" fanout --server "http://$HTTP" --server-pid "$SERVER_PID" \
+    timeout "$RUN_LIMIT" "${TOOL[@]}" "$LOAD_BIN" fanout --server "http://$HTTP" --server-pid "$SERVER_PID" \
         "${LOAD_ARGS[@]}" "$@" --json "$OUT/$name.json" --svg "$OUT/$name.svg"
     echo "== $name: server VmRSS after the run $(awk '/VmRSS/ {print $2, $3}' "/proc/$SERVER_PID/status")"
     stop_pid "$SERVER_PID"; SERVER_PID=""
@@ -197,7 +209,7 @@ peer_run() {
     local name=$1 log=$2 what=$3
     sleep 0.5
     kill -0 "$RELAY_PID" 2>/dev/null || { cat "$log" >&2; die "$what did not start"; }
-    timeout "$RUN_LIMIT" "$LOAD_BIN" fanout --raw-relay "127.0.0.1:$RELAY_PORT" --server-pid "$RELAY_PID" \
+    timeout "$RUN_LIMIT" "${TOOL[@]}" "$LOAD_BIN" fanout --raw-relay "127.0.0.1:$RELAY_PORT" --server-pid "$RELAY_PID" \
         "${LOAD_ARGS[@]}" --json "$OUT/$name.json" --svg "$OUT/$name.svg"
     stop_pid "$RELAY_PID"; RELAY_PID=""
 }
@@ -205,7 +217,7 @@ peer_run() {
 relay_run() {
     local name=$1
     echo "== $name: raw relay ($RELAY_THREADS thread(s)) on 127.0.0.1:$RELAY_PORT -> 127.0.0.1:$PLAYER_BASE-$((PLAYER_BASE + PLAYERS - 1))"
-    "$LOAD_BIN" relay --listen "127.0.0.1:$RELAY_PORT" \
+    "${FWD[@]}" "$LOAD_BIN" relay --listen "127.0.0.1:$RELAY_PORT" \
         --to "127.0.0.1:$PLAYER_BASE-$((PLAYER_BASE + PLAYERS - 1))" \
         --threads "$RELAY_THREADS" --duration "$RUN_LIMIT" --quiet --json "$OUT/$name-relay.json" >"$OUT/relay.log" 2>&1 &
     RELAY_PID=$!
@@ -218,7 +230,7 @@ gst_run() {
     local name=$1 clients
     clients=$(seq -s, -f "127.0.0.1:%g" "$PLAYER_BASE" "$((PLAYER_BASE + PLAYERS - 1))")
     echo "== $name: GStreamer udpsrc ! multiudpsink on 127.0.0.1:$RELAY_PORT -> $PLAYERS players"
-    gst-launch-1.0 -q udpsrc address=127.0.0.1 port="$RELAY_PORT" buffer-size=4194304 \
+    "${FWD[@]}" gst-launch-1.0 -q udpsrc address=127.0.0.1 port="$RELAY_PORT" buffer-size=4194304 \
         ! multiudpsink clients="$clients" sync=false async=false buffer-size=4194304 \
         >"$OUT/gst.log" 2>&1 &
     RELAY_PID=$!
@@ -252,6 +264,10 @@ for round in $(seq "$REPEAT"); do
     fi
     [[ "$CONNECT" != both ]] || CONFIG="$OUT/bench-unconn.toml" engine_run "unconn-$round"
     [[ "$GRO" != both ]] || CONFIG="$OUT/bench-nogro.toml" engine_run "nogro-$round"
+    if [[ -n "${BEFORE_BIN:-}" ]]; then
+        [[ -x "$BEFORE_BIN" ]] || die "BEFORE_BIN $BEFORE_BIN is not an executable"
+        CONFIG="$OUT/bench.toml" SERVER_BIN="$BEFORE_BIN" engine_run "before-$round"
+    fi
     [[ "$GST" != 1 ]] || gst_run "gst-$round"
     for suite in "${SUITES[@]}"; do
         engine_run "srtp-$suite-$round" --srtp "$suite" --srtp-check-every "$SRTP_CHECK_EVERY"
@@ -266,7 +282,7 @@ for round in $(seq "$REPEAT"); do
         RATIOS[$suite]+="$(ratio_of "$OUT/srtp-$suite-$round.json" "$OUT/raw-$round.json") "
     done
     echo "== round $round: server CPU per delivered packet (us) and delivery"
-    for run in engine nogso unconn nogro gst raw "${SUITES[@]/#/srtp-}"; do
+    for run in engine before nogso unconn nogro gst raw "${SUITES[@]/#/srtp-}"; do
         f="$OUT/$run-$round.json"
         [[ -f "$f" ]] || continue
         CPU[$run]+="$(cpu_us "$f") "
@@ -275,20 +291,22 @@ for round in $(seq "$REPEAT"); do
     e=$(cpu_us "$OUT/engine-$round.json")
     [[ ! -f "$OUT/nogso-$round.json" ]] || RATIOS[gso]+="$(div "$e" "$(cpu_us "$OUT/nogso-$round.json")") "
     [[ ! -f "$OUT/unconn-$round.json" ]] || RATIOS[conn]+="$(div "$e" "$(cpu_us "$OUT/unconn-$round.json")") "
+    [[ ! -f "$OUT/before-$round.json" ]] || RATIOS[before]+="$(div "$e" "$(cpu_us "$OUT/before-$round.json")") "
     [[ ! -f "$OUT/nogro-$round.json" ]] || RATIOS[gro]+="$(div "$e" "$(cpu_us "$OUT/nogro-$round.json")") "
     [[ ! -f "$OUT/gst-$round.json" ]] || RATIOS[gst]+="$(div "$e" "$(cpu_us "$OUT/gst-$round.json")") "
     RATIOS[cpu_raw]+="$(div "$e" "$(cpu_us "$OUT/raw-$round.json")") "
 done
 
 echo "==== server CPU per delivered packet ($PROFILE profile, $PUBLISHERS publisher(s) -> $PLAYERS players, $REPEAT round(s)): per round; median"
-for run in engine nogso unconn nogro gst raw "${SUITES[@]/#/srtp-}"; do
+for run in engine before nogso unconn nogro gst raw "${SUITES[@]/#/srtp-}"; do
     [[ -n "${CPU[$run]:-}" ]] || continue
     # shellcheck disable=SC2086 # word list on purpose
     printf '%-44s %s; median %s\n' "$run (us)" "${CPU[$run]}" "$(printf '%s\n' ${CPU[$run]} | grep -v '^-$' | median)"
 done
-for k in gso conn gro gst cpu_raw; do
+for k in before gso conn gro gst cpu_raw; do
     [[ -n "${RATIOS[$k]:-}" ]] || continue
     case $k in
+        before) label="CPU/pkt engine/before (BEFORE_BIN)";;
         gso) label="CPU/pkt engine(GSO)/engine(no GSO)";;
         conn) label="CPU/pkt engine(connected)/engine(unconnected)";;
         gro) label="CPU/pkt engine(GRO)/engine(no GRO)";;

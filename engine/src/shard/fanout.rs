@@ -2,16 +2,15 @@
 //! SRTP protected in place in the send slot) and to the shards that have players of the stream.
 
 use std::net::SocketAddr;
-use std::os::fd::AsRawFd;
 
 use bytes::Bytes;
-use io_uring::{opcode, types};
 
 use crate::age;
 use crate::api::*;
 use crate::mesh::Hop;
 use crate::rtp;
 
+use super::files;
 use super::ring::{ud, RawAddr, KIND_SEND};
 use super::session::Session;
 use super::Shard;
@@ -188,12 +187,7 @@ impl Shard {
             h.payload_type,
             out_len,
         );
-        let e = opcode::SendMsg::new(
-            types::Fd(l.socket.as_raw_fd()),
-            &sl.hdr as *const libc::msghdr,
-        )
-        .build()
-        .user_data(ud(KIND_SEND, 0, 0, slot));
+        let e = files::sendmsg(l.sock(), &sl.hdr).user_data(ud(KIND_SEND, 0, 0, slot));
         if first {
             announce_playing(&self.events, s);
         }
@@ -247,12 +241,7 @@ impl Shard {
         sl.addr.name_into(&mut sl.hdr);
         sl.hdr.msg_iov = sl.iov.as_mut_ptr();
         sl.hdr.msg_iovlen = 1;
-        let e = opcode::SendMsg::new(
-            types::Fd(l.socket.as_raw_fd()),
-            &sl.hdr as *const libc::msghdr,
-        )
-        .build()
-        .user_data(ud(KIND_SEND, 0, 0, slot));
+        let e = files::sendmsg(l.sock(), &sl.hdr).user_data(ud(KIND_SEND, 0, 0, slot));
         self.push_sqe(e);
     }
 
@@ -266,7 +255,7 @@ impl Shard {
             self.free_slots.push(slot as u32);
             return;
         };
-        let fd = l.socket.as_raw_fd();
+        let sock = l.sock();
         let sl = &mut self.slots[slot];
         sl.iov[0] = libc::iovec {
             iov_base: data.as_ptr() as *mut libc::c_void,
@@ -277,9 +266,7 @@ impl Shard {
         sl.addr.name_into(&mut sl.hdr);
         sl.hdr.msg_iov = sl.iov.as_mut_ptr();
         sl.hdr.msg_iovlen = 1;
-        let e = opcode::SendMsg::new(types::Fd(fd), &sl.hdr as *const libc::msghdr)
-            .build()
-            .user_data(ud(KIND_SEND, 0, 0, slot));
+        let e = files::sendmsg(sock, &sl.hdr).user_data(ud(KIND_SEND, 0, 0, slot));
         self.push_sqe(e);
     }
 }

@@ -14,7 +14,6 @@ use std::os::fd::AsRawFd;
 use std::panic::AssertUnwindSafe;
 
 use bytes::Bytes;
-use io_uring::{opcode, types};
 
 use crate::age;
 use crate::api::*;
@@ -383,10 +382,7 @@ impl Shard {
             b.hdr.msg_control = std::ptr::null_mut();
             b.hdr.msg_controllen = 0;
         }
-        let fd = l.socket.as_raw_fd();
-        let e = opcode::SendMsg::new(types::Fd(fd), &b.hdr as *const libc::msghdr)
-            .build()
-            .user_data(ud(KIND_BATCH, 0, 0, bi));
+        let e = super::files::sendmsg(l.sock(), &b.hdr).user_data(ud(KIND_BATCH, 0, 0, bi));
         if first {
             super::fanout::announce_playing(&self.events, s);
         }

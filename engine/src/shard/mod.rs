@@ -17,6 +17,7 @@ use crate::mesh::{Hop, Mesh};
 use crate::rtp;
 
 mod fanout;
+mod files;
 mod gso;
 mod ingress;
 mod ring;
@@ -57,6 +58,9 @@ pub struct ShardConfig {
     /// Receive publishers' bursts as UDP GRO datagrams into `gro_buffers` 64 KiB buffers.
     pub gro: bool,
     pub gro_buffers: u16,
+    /// Slots of the ring's file table (registered sockets, see `files.rs`); legs past it,
+    /// or all when the kernel refuses the table, are named by fd. 0: none.
+    pub fixed_files: u32,
 }
 
 impl Default for ShardConfig {
@@ -75,6 +79,7 @@ impl Default for ShardConfig {
             max_queue: Duration::from_millis(50),
             gro: false,
             gro_buffers: 64,
+            fixed_files: 16384,
         }
     }
 }
@@ -85,6 +90,7 @@ pub(crate) struct Shard {
     bufs: BufRing,
     /// Publisher sockets with UDP GRO receive into these (`media.gro`).
     gro_bufs: Option<BufRing>,
+    files: files::FileTable,
     recv_hdr: Box<libc::msghdr>,
     wake_buf: Box<u64>,
     slots: Box<[SendSlot]>,
@@ -133,6 +139,40 @@ pub(crate) struct Shard {
     shutdown: bool,
 }
 
+/// The shard's ring. Only the shard thread that builds it submits (SINGLE_ISSUER), so the
+/// kernel may keep completion work for that thread's next `io_uring_enter` (DEFER_TASKRUN)
+/// instead of interrupting it for every receive; TASKRUN_FLAG tells `submit()` when such
+/// work waits, so a busy loop still collects it. Kernels before 6.1 get the cooperative
+/// variant (5.19) or the plain ring.
+fn new_ring(me: usize, sq_entries: u32) -> std::io::Result<IoUring> {
+    type Setup = fn(&mut io_uring::Builder);
+    let builders: [(&str, Setup); 3] = [
+        ("deferred task work", |b| {
+            b.setup_single_issuer()
+                .setup_defer_taskrun()
+                .setup_taskrun_flag();
+        }),
+        ("cooperative task work", |b| {
+            b.setup_coop_taskrun().setup_taskrun_flag();
+        }),
+        ("plain", |_| {}),
+    ];
+    let mut last = None;
+    for (what, set) in builders {
+        let mut b = IoUring::builder();
+        b.setup_cqsize(sq_entries * 8);
+        set(&mut b);
+        match b.build(sq_entries) {
+            Ok(ring) => {
+                tracing::debug!(shard = me, ring = what, "io_uring ready");
+                return Ok(ring);
+            }
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.expect("at least one attempt"))
+}
+
 impl Shard {
     pub(crate) fn new(
         me: usize,
@@ -141,9 +181,8 @@ impl Shard {
         cmds: Receiver<Command>,
         events: Sender<Event>,
     ) -> std::io::Result<Self> {
-        let ring = IoUring::builder()
-            .setup_cqsize(cfg.sq_entries * 8)
-            .build(cfg.sq_entries)?;
+        let ring = new_ring(me, cfg.sq_entries)?;
+        let files = files::FileTable::new(&ring, cfg.fixed_files);
         let bufs = BufRing::new(&ring, cfg.recv_buffers, cfg.recv_buffer_size, BGID)?;
         let gro_bufs = if cfg.gro {
             let n = cfg.gro_buffers.max(1).next_power_of_two();
@@ -185,6 +224,7 @@ impl Shard {
             ring,
             bufs,
             gro_bufs,
+            files,
             recv_hdr,
             wake_buf: Box::new(0),
             srtp_slab: crate::mapped::MappedBytes::zeroed(cfg.send_slots * fanout::SRTP_SLOT_LEN)?,

@@ -2,7 +2,6 @@
 //! send slots, and the completion queue's dispatch.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::AsRawFd;
 use std::panic::AssertUnwindSafe;
 
 use bytes::Bytes;
@@ -198,13 +197,8 @@ impl Shard {
         } else {
             (KIND_RECV, BGID)
         };
-        let e = opcode::RecvMsgMulti::new(
-            types::Fd(l.socket.as_raw_fd()),
-            &*self.recv_hdr as *const libc::msghdr,
-            group,
-        )
-        .build()
-        .user_data(ud(kind, gen, leg, idx));
+        let e = super::files::recvmsg_multi(l.sock(), &*self.recv_hdr, group)
+            .user_data(ud(kind, gen, leg, idx));
         self.push_sqe(e);
     }
 

@@ -42,11 +42,23 @@ pub(super) struct Leg {
     pub(super) gso_off: bool,
     /// Publishers: the socket delivers UDP GRO datagrams (receives from `BGID_GRO`).
     pub(super) gro: bool,
+    /// The socket's slot in the ring's file table, if it has one.
+    pub(super) fixed: Option<u32>,
     /// Publishers: the kernel's drop count last reported (SO_RXQ_OVFL), and the stream's
     /// rate over the current window (start ns, bytes) with the receive buffer it led to.
     pub(super) kernel_drops: u32,
     pub(super) rate: (u64, u64),
     pub(super) rcvbuf: usize,
+}
+
+impl Leg {
+    /// How SQEs name this leg's socket.
+    pub(super) fn sock(&self) -> super::files::Sock {
+        match self.fixed {
+            Some(i) => super::files::Sock::Fixed(i),
+            None => super::files::Sock::Fd(std::os::fd::AsRawFd::as_raw_fd(&self.socket)),
+        }
+    }
 }
 
 pub(super) struct Session {
@@ -149,6 +161,7 @@ impl Shard {
                     pps: Vec::new(),
                     gso_off: false,
                     gro: false,
+                    fixed: None,
                     kernel_drops: 0,
                     rate: (0, 0),
                     rcvbuf: 0,
@@ -248,6 +261,13 @@ impl Shard {
                 }
             }
         }
+        if let Some(s) = self.sessions[idx].as_mut() {
+            for l in s.legs.iter_mut() {
+                l.fixed = self
+                    .files
+                    .register(&self.ring, std::os::fd::AsRawFd::as_raw_fd(&l.socket));
+            }
+        }
         for leg in 0..n_legs {
             self.arm_recv(idx, leg);
         }
@@ -326,6 +346,15 @@ impl Shard {
     /// Releases a stopped session's socket and slot once the kernel no longer references it.
     pub(super) fn finalize(&mut self, idx: usize) {
         if let Some(s) = self.sessions[idx].take() {
+            if s.legs.iter().any(|l| l.fixed.is_some()) {
+                // Queued SQEs naming the slots go first (see FileTable::unregister).
+                if let Err(err) = self.ring.submit() {
+                    tracing::warn!(shard = self.me, %err, "io_uring submit failed");
+                }
+                for slot in s.legs.iter().filter_map(|l| l.fixed) {
+                    self.files.unregister(&self.ring, slot);
+                }
+            }
             if s.rtc.is_some() {
                 self.rtc_sessions.retain(|&i| i != idx);
             }
