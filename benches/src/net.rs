@@ -419,10 +419,9 @@ impl SendBatch {
         }
     }
 
-    /// Like [`send_sized`](Self::send_sized), but each run of equal-sized packets (the last
-    /// may be shorter; at most 64 packets and 65,000 bytes) goes as one message with
-    /// `UDP_SEGMENT`. The result counts packets (a message that fails counts all of its own).
-    pub fn send_sized_gso(&mut self, fd: RawFd, lens: &[usize]) -> SendResult {
+    /// Points iovec `i` at the first `lens[i]` bytes of packet buffer `i`; returns how many
+    /// (at most the batch's capacity).
+    fn point_iovs(&mut self, lens: &[usize]) -> usize {
         let n = lens.len().min(self.msgs.len());
         let base = self.bufs.as_mut_ptr();
         for (i, &len) in lens.iter().enumerate().take(n) {
@@ -432,6 +431,14 @@ impl SendBatch {
                 iov_len: len.min(self.size),
             };
         }
+        n
+    }
+
+    /// Like [`send_sized`](Self::send_sized), but each run of equal-sized packets (the last
+    /// may be shorter; at most 64 packets and 65,000 bytes) goes as one message with
+    /// `UDP_SEGMENT`. The result counts packets (a message that fails counts all of its own).
+    pub fn send_sized_gso(&mut self, fd: RawFd, lens: &[usize]) -> SendResult {
+        let n = self.point_iovs(lens);
         let (mut m, mut i) = (0, 0);
         while i < n {
             let seg = self.iovs[i].iov_len;
@@ -492,14 +499,8 @@ impl SendBatch {
     /// Sends packets `0..lens.len()` on the connected socket `fd`, packet `i` being the first
     /// `lens[i]` bytes of its buffer (frames of varying sizes).
     pub fn send_sized(&mut self, fd: RawFd, lens: &[usize]) -> SendResult {
-        let n = lens.len().min(self.msgs.len());
-        let base = self.bufs.as_mut_ptr();
-        for (i, &len) in lens.iter().enumerate().take(n) {
-            self.iovs[i] = libc::iovec {
-                // SAFETY: i * size < bufs.len().
-                iov_base: unsafe { base.add(i * self.size) } as *mut libc::c_void,
-                iov_len: len.min(self.size),
-            };
+        let n = self.point_iovs(lens);
+        for i in 0..n {
             // SAFETY: zeroed mmsghdr is valid (no name: connected socket).
             self.msgs[i] = unsafe { zeroed() };
             self.msgs[i].msg_hdr.msg_iov = &mut self.iovs[i];

@@ -301,12 +301,8 @@ impl Shard {
         let bid = cqueue::buffer_select(flags);
         if res >= 0 {
             if let Some(bid) = bid {
-                let ring = match (gro, self.gro_bufs.as_ref()) {
-                    (true, Some(r)) => r,
-                    _ => &self.bufs,
-                };
                 // SAFETY: bid comes from this completion and is recycled below.
-                let buf = unsafe { ring.get(bid, res as usize) };
+                let buf = unsafe { self.recv_bufs(gro).get(bid, res as usize) };
                 let live =
                     matches!(&self.sessions.get(idx), Some(Some(s)) if s.gen == gen && !s.closing);
                 if live {
@@ -343,10 +339,7 @@ impl Shard {
                         }
                     }
                 }
-                match (gro, self.gro_bufs.as_mut()) {
-                    (true, Some(r)) => r.recycle(bid),
-                    _ => self.bufs.recycle(bid),
-                }
+                self.recv_bufs(gro).recycle(bid);
             }
         }
         if !cqueue::more(flags) {
@@ -368,6 +361,14 @@ impl Shard {
                 self.counters.recv_rearms += 1;
                 self.arm_recv(idx, leg);
             }
+        }
+    }
+
+    /// The buffer ring a receive of this kind draws from (GRO receives: the 64 KiB ring).
+    fn recv_bufs(&mut self, gro: bool) -> &mut crate::bufring::BufRing {
+        match (gro, self.gro_bufs.as_mut()) {
+            (true, Some(r)) => r,
+            _ => &mut self.bufs,
         }
     }
 
