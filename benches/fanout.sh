@@ -37,8 +37,15 @@
 # one shard, GStreamer, the relay with one thread - runs on CPU 0 and the load tool on CPU 1,
 # so each run has the same placement instead of whatever the scheduler picks), BEFORE_BIN (a
 # mediaserver binary built from an earlier commit: each round also runs it, `before-N`, with
-# the same config as `engine`, and prints engine/before: before/after side by side). Binaries come from $CARGO_TARGET_DIR (default target/) unless SERVER_BIN /
-# LOAD_BIN say otherwise.
+# the same config as `engine`, and prints engine/before: before/after side by side), NET (lo,
+# the default: everything on loopback; veth: the load tool's players and publishers live in a
+# network namespace behind a veth pair, 10.77.0.2 -> the server's 10.77.0.1, and the players'
+# receive processing is steered to CPU 1 with RPS, so the server's CPU no longer includes its
+# players' kernel receive path - on loopback it does, because softirq time is charged to the
+# sending task without CONFIG_IRQ_TIME_ACCOUNTING - nor loopback's receive-side segmentation
+# of GSO datagrams: the model of players on other hosts behind a NIC with UDP segmentation
+# offload; needs root, best with PIN=1). Binaries come from $CARGO_TARGET_DIR (default
+# target/) unless SERVER_BIN / LOAD_BIN say otherwise.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -75,11 +82,20 @@ CONNECT=${CONNECT:-on}
 GRO=${GRO:-off}
 PUB_GSO=${PUB_GSO:-0}
 PIN=${PIN:-0}
+NET=${NET:-lo}
 [[ "$PIN" =~ ^(0|1)$ ]] || { echo "fanout.sh: PIN must be 0 or 1" >&2; exit 1; }
+[[ "$NET" =~ ^(lo|veth)$ ]] || { echo "fanout.sh: NET must be lo or veth" >&2; exit 1; }
+# Where forwarders listen and the load tool's sockets live (NET=veth: see veth_up).
+SERVER_IP=127.0.0.1; LOAD_IP=127.0.0.1; NETNS=mbench-$$
 FWD=(); TOOL=()
 if [[ "$PIN" == 1 ]]; then
     (( $(nproc) >= 2 )) || { echo "fanout.sh: PIN=1 needs 2 CPUs" >&2; exit 1; }
     FWD=(taskset -c 0); TOOL=(taskset -c 1); RELAY_THREADS=1
+fi
+if [[ "$NET" == veth ]]; then
+    [[ "$(id -u)" -eq 0 ]] || { echo "fanout.sh: NET=veth needs root (ip netns)" >&2; exit 1; }
+    SERVER_IP=10.77.0.1; LOAD_IP=10.77.0.2
+    TOOL=(ip netns exec "$NETNS" "${TOOL[@]}")
 fi
 [[ "$GRO" =~ ^(both|on|off)$ ]] || { echo "fanout.sh: GRO must be both, on or off" >&2; exit 1; }
 [[ "$PUB_GSO" =~ ^(0|1)$ ]] || { echo "fanout.sh: PUB_GSO must be 0 or 1" >&2; exit 1; }
@@ -138,11 +154,25 @@ stop_pid() {
 cleanup() {
     stop_pid "$RELAY_PID"; RELAY_PID=""
     stop_pid "$SERVER_PID"; SERVER_PID=""
+    [[ "$NET" != veth ]] || ip netns del "$NETNS" 2>/dev/null || true
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 tcp_open() { (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; }
+
+# NET=veth: a namespace for the load tool, a veth pair to it, RPS on its receiving side so
+# the players' softirq work runs on CPU 1 (the load tool's), not on the sending CPU.
+veth_up() {
+    ip netns add "$NETNS"
+    ip link add mbh-$$ type veth peer name mbn-$$ netns "$NETNS"
+    ip addr add "$SERVER_IP/24" dev mbh-$$
+    ip link set mbh-$$ up
+    ip netns exec "$NETNS" sh -e -c "ip addr add $LOAD_IP/24 dev mbn-$$; ip link set mbn-$$ up
+        ip link set lo up; echo 2 > /sys/class/net/mbn-$$/queues/rx-0/rps_cpus"
+    echo "== NET=veth: load tool in netns $NETNS at $LOAD_IP, server side $SERVER_IP, players' receive path on CPU 1 (RPS)"
+}
+[[ "$NET" != veth ]] || veth_up
 
 if [[ "$SKIP_BUILD" != 1 ]]; then
     echo "== building release binaries"
@@ -158,24 +188,32 @@ mkdir -p "$OUT"
 rm -f "$OUT"/*.json
 # The load tool creates every player before its publishers send, which can take longer than
 # the default 30 s pending deadline at 10,000 sessions: no pending deadline while benchmarking.
+# NET=veth: the control API answers a non-loopback client only with a bearer token.
+TOKEN=bench-$$
+http_toml() { [[ "$NET" != veth ]] || { echo "[http]"; echo "token = \"$TOKEN\""; }; }
 # bench_toml FILE [KEY = VALUE ...]: the server's config for one kind of run.
 bench_toml() {
     local f=$1; shift
-    { echo "[media]"; echo "pending_timeout_ms = 0"; [[ "$GRO" == off ]] || echo "gro = true"
-      [[ "$PIN" != 1 ]] || echo "shards = 1"
+    { http_toml; echo "[media]"; echo "pending_timeout_ms = 0"; [[ "$GRO" == off ]] || echo "gro = true"
+      [[ "$PIN" != 1 ]] || echo "shards = 1"; [[ "$NET" != veth ]] || echo "public_ip = \"$SERVER_IP\""
       for kv in "$@"; do echo "$kv"; done; } >"$f"
 }
 bench_toml "$OUT/bench.toml"
 bench_toml "$OUT/bench-nogso.toml" "gso = false"
 bench_toml "$OUT/bench-unconn.toml" "connect_players = false"
 # Without GRO whatever GRO says (not via bench_toml: a repeated TOML key is an error).
-{ echo "[media]"; echo "pending_timeout_ms = 0"; [[ "$PIN" != 1 ]] || echo "shards = 1"; } >"$OUT/bench-nogro.toml"
+{ http_toml; echo "[media]"; echo "pending_timeout_ms = 0"; [[ "$PIN" != 1 ]] || echo "shards = 1"
+  [[ "$NET" != veth ]] || echo "public_ip = \"$SERVER_IP\""; } >"$OUT/bench-nogro.toml"
 
 LOAD_ARGS=(--publishers "$PUBLISHERS" --players "$PLAYERS" --pps "$PPS" --size "$SIZE" --profile "$PROFILE"
     --duration "$DURATION" --recv-threads "$RECV_THREADS"
-    --player-base-port "$PLAYER_BASE" --publisher-base-port "$PUBLISHER_BASE")
+    --player-base-port "$PLAYER_BASE" --publisher-base-port "$PUBLISHER_BASE" --local-ip "$LOAD_IP")
 [[ "$PUB_GSO" != 1 ]] || LOAD_ARGS+=(--publisher-gso)
+[[ "$NET" != veth ]] || LOAD_ARGS+=(--token "$TOKEN")
 RUN_LIMIT=$((DURATION + 120))
+# The REST address as the load tool reaches it (the server listens on every address).
+LOAD_HTTP=$HTTP
+[[ "$NET" != veth ]] || LOAD_HTTP="$SERVER_IP:${HTTP##*:}"
 
 start_server() {
     tcp_open "$HTTP" && die "something already listens on $HTTP (another server?)"
@@ -197,7 +235,7 @@ engine_run() {
     local name=$1; shift
     start_server
     echo "== $name: server pid $SERVER_PID, VmRSS $(awk '/VmRSS/ {print $2, $3}' "/proc/$SERVER_PID/status")"
-    timeout "$RUN_LIMIT" "${TOOL[@]}" "$LOAD_BIN" fanout --server "http://$HTTP" --server-pid "$SERVER_PID" \
+    timeout "$RUN_LIMIT" "${TOOL[@]}" "$LOAD_BIN" fanout --server "http://$LOAD_HTTP" --server-pid "$SERVER_PID" \
         "${LOAD_ARGS[@]}" "$@" --json "$OUT/$name.json" --svg "$OUT/$name.svg"
     echo "== $name: server VmRSS after the run $(awk '/VmRSS/ {print $2, $3}' "/proc/$SERVER_PID/status")"
     stop_pid "$SERVER_PID"; SERVER_PID=""
@@ -209,16 +247,16 @@ peer_run() {
     local name=$1 log=$2 what=$3
     sleep 0.5
     kill -0 "$RELAY_PID" 2>/dev/null || { cat "$log" >&2; die "$what did not start"; }
-    timeout "$RUN_LIMIT" "${TOOL[@]}" "$LOAD_BIN" fanout --raw-relay "127.0.0.1:$RELAY_PORT" --server-pid "$RELAY_PID" \
+    timeout "$RUN_LIMIT" "${TOOL[@]}" "$LOAD_BIN" fanout --raw-relay "$SERVER_IP:$RELAY_PORT" --server-pid "$RELAY_PID" \
         "${LOAD_ARGS[@]}" --json "$OUT/$name.json" --svg "$OUT/$name.svg"
     stop_pid "$RELAY_PID"; RELAY_PID=""
 }
 
 relay_run() {
     local name=$1
-    echo "== $name: raw relay ($RELAY_THREADS thread(s)) on 127.0.0.1:$RELAY_PORT -> 127.0.0.1:$PLAYER_BASE-$((PLAYER_BASE + PLAYERS - 1))"
-    "${FWD[@]}" "$LOAD_BIN" relay --listen "127.0.0.1:$RELAY_PORT" \
-        --to "127.0.0.1:$PLAYER_BASE-$((PLAYER_BASE + PLAYERS - 1))" \
+    echo "== $name: raw relay ($RELAY_THREADS thread(s)) on $SERVER_IP:$RELAY_PORT -> $LOAD_IP:$PLAYER_BASE-$((PLAYER_BASE + PLAYERS - 1))"
+    "${FWD[@]}" "$LOAD_BIN" relay --listen "$SERVER_IP:$RELAY_PORT" \
+        --to "$LOAD_IP:$PLAYER_BASE-$((PLAYER_BASE + PLAYERS - 1))" \
         --threads "$RELAY_THREADS" --duration "$RUN_LIMIT" --quiet --json "$OUT/$name-relay.json" >"$OUT/relay.log" 2>&1 &
     RELAY_PID=$!
     peer_run "$name" "$OUT/relay.log" relay
@@ -228,9 +266,9 @@ relay_run() {
 # gst_run NAME: GStreamer's udpsrc ! multiudpsink to the same players, the same load.
 gst_run() {
     local name=$1 clients
-    clients=$(seq -s, -f "127.0.0.1:%g" "$PLAYER_BASE" "$((PLAYER_BASE + PLAYERS - 1))")
-    echo "== $name: GStreamer udpsrc ! multiudpsink on 127.0.0.1:$RELAY_PORT -> $PLAYERS players"
-    "${FWD[@]}" gst-launch-1.0 -q udpsrc address=127.0.0.1 port="$RELAY_PORT" buffer-size=4194304 \
+    clients=$(seq -s, -f "$LOAD_IP:%g" "$PLAYER_BASE" "$((PLAYER_BASE + PLAYERS - 1))")
+    echo "== $name: GStreamer udpsrc ! multiudpsink on $SERVER_IP:$RELAY_PORT -> $PLAYERS players"
+    "${FWD[@]}" gst-launch-1.0 -q udpsrc address=$SERVER_IP port="$RELAY_PORT" buffer-size=4194304 \
         ! multiudpsink clients="$clients" sync=false async=false buffer-size=4194304 \
         >"$OUT/gst.log" 2>&1 &
     RELAY_PID=$!
