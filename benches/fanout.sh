@@ -191,19 +191,18 @@ rm -f "$OUT"/*.json
 # NET=veth: the control API answers a non-loopback client only with a bearer token.
 TOKEN=bench-$$
 http_toml() { [[ "$NET" != veth ]] || { echo "[http]"; echo "token = \"$TOKEN\""; }; }
-# bench_toml FILE [KEY = VALUE ...]: the server's config for one kind of run.
+# bench_toml FILE [KEY = VALUE ...]: the server's config for one kind of run (RUN_GRO=off:
+# without GRO whatever GRO says; a repeated TOML key would be an error, so not as KEY = VALUE).
 bench_toml() {
     local f=$1; shift
-    { http_toml; echo "[media]"; echo "pending_timeout_ms = 0"; [[ "$GRO" == off ]] || echo "gro = true"
+    { http_toml; echo "[media]"; echo "pending_timeout_ms = 0"; [[ "${RUN_GRO:-$GRO}" == off ]] || echo "gro = true"
       [[ "$PIN" != 1 ]] || echo "shards = 1"; [[ "$NET" != veth ]] || echo "public_ip = \"$SERVER_IP\""
       for kv in "$@"; do echo "$kv"; done; } >"$f"
 }
 bench_toml "$OUT/bench.toml"
 bench_toml "$OUT/bench-nogso.toml" "gso = false"
 bench_toml "$OUT/bench-unconn.toml" "connect_players = false"
-# Without GRO whatever GRO says (not via bench_toml: a repeated TOML key is an error).
-{ http_toml; echo "[media]"; echo "pending_timeout_ms = 0"; [[ "$PIN" != 1 ]] || echo "shards = 1"
-  [[ "$NET" != veth ]] || echo "public_ip = \"$SERVER_IP\""; } >"$OUT/bench-nogro.toml"
+RUN_GRO=off bench_toml "$OUT/bench-nogro.toml"
 
 LOAD_ARGS=(--publishers "$PUBLISHERS" --players "$PLAYERS" --pps "$PPS" --size "$SIZE" --profile "$PROFILE"
     --duration "$DURATION" --recv-threads "$RECV_THREADS"
