@@ -80,6 +80,9 @@ fn bench_srtp(c: &mut Criterion) {
                     SrtpProfile::AeadAes128Gcm => {
                         webrtc_srtp::protection_profile::ProtectionProfile::AeadAes128Gcm
                     }
+                    SrtpProfile::AeadAes256Gcm => {
+                        webrtc_srtp::protection_profile::ProtectionProfile::AeadAes256Gcm
+                    }
                 };
                 let mut tx =
                     webrtc_srtp::context::Context::new(&k.key, &k.salt, wp, None, None).unwrap();

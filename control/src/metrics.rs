@@ -303,6 +303,16 @@ impl Collector for Snapshot {
                 |c| c.nacks_merged,
             ),
             (
+                "rtx_sent",
+                "Packets resent on RTX to WebRTC players from the stream's shared history",
+                |c| c.rtx_sent,
+            ),
+            (
+                "nacks_unanswered",
+                "WebRTC players' NACK entries the shared history could not answer",
+                |c| c.nacks_unanswered,
+            ),
+            (
                 "gso_sends",
                 "UDP GSO sends that carried more than one packet",
                 |c| c.gso_batches,

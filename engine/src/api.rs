@@ -271,6 +271,11 @@ pub struct ShardCounters {
     pub nacks_forwarded: u64,
     pub nacks_dropped: u64,
     pub nacks_merged: u64,
+    /// WebRTC players with engine-protected media: NACKed packets resent on RTX from the
+    /// stream's shared history, and NACK entries it could not answer (older than the
+    /// history, or no RTX negotiated).
+    pub rtx_sent: u64,
+    pub nacks_unanswered: u64,
     pub arena_grows: u64,
     pub recv_rearms: u64,
     /// Packets older than `max_queue` when dequeued or about to be sent (dropped, not sent

@@ -37,6 +37,8 @@ pub struct Rewritten {
 pub struct Rewriter {
     seed: u32,
     tracks: [Track; MAX_TRACKS],
+    /// SSRCs imposed per payload type ([`Rewriter::pin_ssrc`]); 0 = none.
+    pins: [(u8, u32); MAX_TRACKS],
 }
 
 fn mix(mut x: u32) -> u32 {
@@ -65,6 +67,24 @@ impl Rewriter {
         Self {
             seed,
             tracks: [Track::default(); MAX_TRACKS],
+            pins: [(0, 0); MAX_TRACKS],
+        }
+    }
+
+    /// Makes the track of `payload_type` go out as `ssrc` (a WebRTC player: the SSRC its
+    /// answer announced), from now on; sequence and timestamp mapping are unchanged.
+    pub fn pin_ssrc(&mut self, payload_type: u8, ssrc: u32) {
+        if let Some(p) = self
+            .pins
+            .iter_mut()
+            .find(|p| p.1 == 0 || p.0 == payload_type)
+        {
+            *p = (payload_type, ssrc);
+        }
+        for t in self.tracks.iter_mut() {
+            if t.used && t.payload_type == payload_type {
+                t.out_ssrc = ssrc;
+            }
         }
     }
 
@@ -107,7 +127,11 @@ impl Rewriter {
                 // Salted by payload type, not slot, so control can announce the SSRC in the
                 // player's SDP (`a=ssrc`) before any packet arrives ([`out_ssrc_for`]).
                 let salt = self.seed ^ (payload_type as u32).wrapping_mul(0x9e37_79b9);
-                let out_ssrc = out_ssrc_for(self.seed, payload_type);
+                let out_ssrc = self
+                    .pins
+                    .iter()
+                    .find(|p| p.1 != 0 && p.0 == payload_type)
+                    .map_or_else(|| out_ssrc_for(self.seed, payload_type), |p| p.1);
                 let first_seq = (mix(salt ^ 0x5555) & 0x7fff) as u16;
                 let first_ts = mix(salt ^ 0xaaaa);
                 self.tracks[i] = Track {
@@ -204,6 +228,19 @@ mod tests {
             r.rewrite(pt, 0, 0, 1).unwrap();
         }
         assert!(r.rewrite(3, 0, 0, 1).is_none());
+    }
+
+    #[test]
+    fn pinned_ssrc_replaces_the_derived_one_and_maps_back() {
+        let mut r = Rewriter::new(9);
+        let before = r.rewrite(96, 100, 1000, 7).unwrap();
+        r.pin_ssrc(96, 0xabcd);
+        let after = r.rewrite(96, 101, 1100, 7).unwrap();
+        assert_eq!(after.ssrc, 0xabcd);
+        assert_eq!(after.seq, before.seq.wrapping_add(1));
+        assert_eq!(r.to_source(0xabcd, after.seq), Some((7, 101)));
+        r.pin_ssrc(111, 0x1234);
+        assert_eq!(r.rewrite(111, 5, 0, 8).unwrap().ssrc, 0x1234);
     }
 
     #[test]

@@ -62,17 +62,24 @@ pub enum SrtpProfile {
     AesCm128HmacSha1_80,
     /// `AEAD_AES_128_GCM` (RFC 7714). Not supported by ffmpeg 5.1.
     AeadAes128Gcm,
+    /// `AEAD_AES_256_GCM` (RFC 7714): what DTLS-SRTP picks first with browsers (str0m's
+    /// DTLS server prefers it), so WebRTC players protected in place need it.
+    AeadAes256Gcm,
 }
 
 impl SrtpProfile {
-    pub const ALL: [SrtpProfile; 2] =
-        [SrtpProfile::AesCm128HmacSha1_80, SrtpProfile::AeadAes128Gcm];
+    pub const ALL: [SrtpProfile; 3] = [
+        SrtpProfile::AesCm128HmacSha1_80,
+        SrtpProfile::AeadAes128Gcm,
+        SrtpProfile::AeadAes256Gcm,
+    ];
 
     /// The SDES crypto-suite name, as written in `a=crypto` and ffmpeg's `-srtp_out_suite`.
     pub const fn sdes_name(self) -> &'static str {
         match self {
             SrtpProfile::AesCm128HmacSha1_80 => "AES_CM_128_HMAC_SHA1_80",
             SrtpProfile::AeadAes128Gcm => "AEAD_AES_128_GCM",
+            SrtpProfile::AeadAes256Gcm => "AEAD_AES_256_GCM",
         }
     }
 
@@ -84,20 +91,24 @@ impl SrtpProfile {
                 Some(SrtpProfile::AesCm128HmacSha1_80)
             }
             "AEAD_AES_128_GCM" | "SRTP_AEAD_AES_128_GCM" => Some(SrtpProfile::AeadAes128Gcm),
+            "AEAD_AES_256_GCM" | "SRTP_AEAD_AES_256_GCM" => Some(SrtpProfile::AeadAes256Gcm),
             _ => None,
         }
     }
 
     /// Master key length in bytes.
     pub const fn key_len(self) -> usize {
-        16
+        match self {
+            SrtpProfile::AeadAes256Gcm => 32,
+            _ => 16,
+        }
     }
 
     /// Master salt length in bytes.
     pub const fn salt_len(self) -> usize {
         match self {
             SrtpProfile::AesCm128HmacSha1_80 => 14,
-            SrtpProfile::AeadAes128Gcm => 12,
+            SrtpProfile::AeadAes128Gcm | SrtpProfile::AeadAes256Gcm => 12,
         }
     }
 
@@ -110,7 +121,7 @@ impl SrtpProfile {
     pub const fn rtp_overhead(self) -> usize {
         match self {
             SrtpProfile::AesCm128HmacSha1_80 => 10,
-            SrtpProfile::AeadAes128Gcm => 16,
+            SrtpProfile::AeadAes128Gcm | SrtpProfile::AeadAes256Gcm => 16,
         }
     }
 
@@ -118,7 +129,7 @@ impl SrtpProfile {
     pub const fn rtcp_overhead(self) -> usize {
         match self {
             SrtpProfile::AesCm128HmacSha1_80 => 4 + 10,
-            SrtpProfile::AeadAes128Gcm => 4 + 16,
+            SrtpProfile::AeadAes128Gcm | SrtpProfile::AeadAes256Gcm => 4 + 16,
         }
     }
 
@@ -126,6 +137,7 @@ impl SrtpProfile {
         match self {
             SrtpProfile::AesCm128HmacSha1_80 => ProtectionProfile::Aes128CmHmacSha1_80,
             SrtpProfile::AeadAes128Gcm => ProtectionProfile::AeadAes128Gcm,
+            SrtpProfile::AeadAes256Gcm => ProtectionProfile::AeadAes256Gcm,
         }
     }
 }
@@ -757,7 +769,7 @@ impl SrtpContext {
         // The E flag + 31-bit index sit right after the encrypted part: before the 10-byte
         // HMAC tag for AES-CM, at the very end for GCM (whose tag is inside the ciphertext).
         let at = match self.s.profile {
-            SrtpProfile::AeadAes128Gcm => pkt.len() - 4,
+            SrtpProfile::AeadAes128Gcm | SrtpProfile::AeadAes256Gcm => pkt.len() - 4,
             _ => pkt.len() - self.s.profile.rtcp_overhead(),
         };
         let word = u32::from_be_bytes([pkt[at], pkt[at + 1], pkt[at + 2], pkt[at + 3]]);
@@ -877,6 +889,7 @@ mod tests {
         }
         assert_eq!(SrtpProfile::AesCm128HmacSha1_80.master_len(), 30);
         assert_eq!(SrtpProfile::AeadAes128Gcm.master_len(), 28);
+        assert_eq!(SrtpProfile::AeadAes256Gcm.master_len(), 44);
         assert_eq!(
             SrtpProfile::from_sdes_name("SRTP_AES128_CM_HMAC_SHA1_80"),
             Some(SrtpProfile::AesCm128HmacSha1_80)

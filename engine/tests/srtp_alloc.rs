@@ -142,7 +142,7 @@ fn srtp_allocations_per_call() {
             protect_rtcp: 1.0,
             unprotect_rtcp: 1.0,
         },
-        SrtpProfile::AeadAes128Gcm => Row {
+        SrtpProfile::AeadAes128Gcm | SrtpProfile::AeadAes256Gcm => Row {
             protect_rtp_into: 0.0,
             protect_rtp_in_place: 0.0,
             protect_rtp_into_ext: 0.0,

@@ -20,11 +20,7 @@ fuzz_target!(|data: &[u8]| {
     let Some((&sel, rest)) = data.split_first() else {
         return;
     };
-    let profile = if sel & 1 == 0 {
-        SrtpProfile::AesCm128HmacSha1_80
-    } else {
-        SrtpProfile::AeadAes128Gcm
-    };
+    let profile = SrtpProfile::ALL[sel as usize % SrtpProfile::ALL.len()];
     if rest.len() < profile.master_len() {
         return;
     }

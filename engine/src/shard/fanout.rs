@@ -51,6 +51,13 @@ impl Shard {
         h: &rtp::RtpHeader,
         stamp: u64,
     ) {
+        if let Some(hist) = self
+            .streams
+            .get_mut(&stream)
+            .and_then(|ls| ls.history.as_mut())
+        {
+            hist.put(pkt, h, stamp);
+        }
         if self.gso {
             self.queue_fanout(stream, pkt, h, stamp);
             return;
@@ -61,6 +68,7 @@ impl Shard {
         if ls.players.is_empty() {
             return;
         }
+        self.send_at = std::time::Instant::now();
         let now = age::now_ns();
         if age::stale(now, stamp, self.cfg.max_queue.as_nanos() as u64) {
             self.counters.dropped_stale += 1;
@@ -83,7 +91,7 @@ impl Shard {
     }
 
     pub(super) fn send_media(&mut self, p: usize, pkt: &Bytes, h: &rtp::RtpHeader) {
-        if self.sessions[p].as_ref().is_some_and(|s| s.rtc.is_some()) {
+        if self.sessions[p].as_ref().is_some_and(|s| s.on_str0m_path()) {
             // str0m owns the datagrams it sends (send_bytes); no slot is needed here.
             self.send_media_rtc(p, pkt, h);
             return;
@@ -187,6 +195,15 @@ impl Shard {
             h.payload_type,
             out_len,
         );
+        if let Some(rtc) = s.rtc.as_mut() {
+            rtc.note_sent(
+                h.payload_type,
+                rw.seq,
+                rw.timestamp,
+                payload.len(),
+                self.send_at,
+            );
+        }
         let e = files::sendmsg(l.sock(), &sl.hdr).user_data(ud(KIND_SEND, 0, 0, slot));
         if first {
             announce_playing(&self.events, s);

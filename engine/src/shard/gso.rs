@@ -138,6 +138,7 @@ impl Shard {
             return;
         }
         let now = age::now_ns();
+        self.send_at = std::time::Instant::now();
         let max_age = self.cfg.max_queue.as_nanos() as u64;
         let mut dirty = std::mem::take(&mut self.dirty);
         for &stream in &dirty {
@@ -182,7 +183,7 @@ impl Shard {
         let mut any_rtc = false;
         for &p in players {
             match self.sessions[p].as_ref() {
-                Some(s) if s.rtc.is_some() => any_rtc = true,
+                Some(s) if s.on_str0m_path() => any_rtc = true,
                 Some(_) => self.send_batched(p, pending),
                 None => {}
             }
@@ -192,7 +193,7 @@ impl Shard {
             for pd in pending {
                 self.rtc_payload = None;
                 for &p in players {
-                    if self.sessions[p].as_ref().is_some_and(|s| s.rtc.is_some()) {
+                    if self.sessions[p].as_ref().is_some_and(|s| s.on_str0m_path()) {
                         self.send_media_rtc(p, &pd.pkt, &pd.h);
                     }
                 }
@@ -341,6 +342,15 @@ impl Shard {
                 active: &mut s.active,
             };
             first |= super::fanout::note_sent(sent, &mut self.counters, h.payload_type, out);
+            if let Some(rtc) = s.rtc.as_mut() {
+                rtc.note_sent(
+                    h.payload_type,
+                    rw.seq,
+                    rw.timestamp,
+                    payload.len(),
+                    self.send_at,
+                );
+            }
         }
         if n == 0 {
             self.free_batches.push(bi as u32);

@@ -23,6 +23,7 @@ mod ingress;
 mod ring;
 mod rtc;
 mod rtcp;
+mod rtx;
 mod session;
 mod timers;
 
@@ -134,6 +135,8 @@ pub(crate) struct Shard {
     run_scratch: Vec<usize>,
     /// Arrival time of the datagram being handled (ns, CLOCK_REALTIME).
     rx_stamp: u64,
+    /// When the fan-out being sent started (the send time WebRTC sender reports get).
+    send_at: Instant,
     wake_pending: Vec<bool>,
     next_gen: u32,
     shutdown: bool,
@@ -257,6 +260,7 @@ impl Shard {
             free_batches: (0..n_batches as u32).rev().collect(),
             run_scratch: Vec::with_capacity(gso::MAX_SEGS),
             rx_stamp: 0,
+            send_at: Instant::now(),
             wake_pending: vec![false; n],
             next_gen: 1,
             shutdown: false,

@@ -38,7 +38,15 @@ impl Shard {
             match rtc.poll_output() {
                 webrtc::Output::Transmit(t) => {
                     s.counters.bytes_out += t.contents.len() as u64;
+                    let external = rtc.is_external();
+                    if external {
+                        self.follow_nominated(idx, t.destination);
+                    }
                     self.send_bytes(idx, 0, t.destination, Bytes::from(t.contents));
+                }
+                webrtc::Output::ExternalMedia(m) => self.go_external(idx, &m),
+                webrtc::Output::Nack { payload_type, seq } => {
+                    self.answer_nack(idx, payload_type, seq)
                 }
                 webrtc::Output::Rtp(r) => {
                     let n = r.rtp_len();
@@ -125,7 +133,9 @@ impl Shard {
         true
     }
 
-    /// A fan-out packet for a WebRTC player: str0m protects and sends it.
+    /// A fan-out packet for a WebRTC player on str0m's send path (before connect, or
+    /// `protect_in_place` off, or a profile without in-place protect): str0m protects and
+    /// sends it.
     pub(super) fn send_media_rtc(&mut self, p: usize, pkt: &Bytes, h: &rtp::RtpHeader) {
         let Some(s) = self.sessions[p].as_mut() else {
             return;
@@ -143,7 +153,7 @@ impl Shard {
         // One payload Arc per publisher packet, shared by this shard's WebRTC players.
         let payload = self
             .rtc_payload
-            .get_or_insert_with(|| Arc::from(rtp_payload(pkt, h)))
+            .get_or_insert_with(|| Arc::from(super::rtx::rtp_payload(pkt, h)))
             .clone();
         let out = webrtc::OutgoingRtp {
             payload_type: h.payload_type,
@@ -171,14 +181,4 @@ impl Shard {
         }
         self.drain_rtc(p);
     }
-}
-
-/// The payload of an RTP packet: after header, CSRCs and extension, without padding.
-fn rtp_payload<'a>(pkt: &'a [u8], h: &rtp::RtpHeader) -> &'a [u8] {
-    let end = if pkt[0] & 0x20 != 0 {
-        pkt.len() - pkt[pkt.len() - 1] as usize
-    } else {
-        pkt.len()
-    };
-    pkt.get(h.payload_offset..end).unwrap_or_default()
 }

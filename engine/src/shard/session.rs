@@ -95,6 +95,12 @@ impl Session {
         self.legs.iter().find_map(|l| l.peer)
     }
 
+    /// A WebRTC session whose media str0m still protects and sends (a player before
+    /// connect, or not switched to engine-protected media: `webrtc/external.rs`).
+    pub(super) fn on_str0m_path(&self) -> bool {
+        self.rtc.as_ref().is_some_and(|r| !r.is_external())
+    }
+
     /// The leg a player sends payload type `pt` on.
     pub(super) fn leg_for(&self, pt: u8) -> Option<usize> {
         self.legs
@@ -116,6 +122,9 @@ pub(super) struct LocalStream {
     pub(super) nacks: Option<crate::feedback::NackMerger>,
     /// Packets waiting for the end of the loop turn (GSO fan-out).
     pub(super) pending: Vec<super::gso::Pending>,
+    /// Recent packets, for NACKs of WebRTC players with engine-protected media (made when
+    /// the first such player connects).
+    pub(super) history: Option<Box<super::rtx::RtxHistory>>,
 }
 
 impl LocalStream {

@@ -14,7 +14,7 @@
 //! check that `webrtc-srtp` decrypts it.
 
 use aes::cipher::{BlockEncrypt, InnerIvInit, KeyInit, StreamCipher};
-use aes::Aes128Enc;
+use aes::{Aes128Enc, Aes256Enc};
 use aes_gcm::aead::consts::U12;
 use aes_gcm::aead::AeadInPlace;
 use aes_gcm::AesGcm;
@@ -62,6 +62,7 @@ struct Index {
 }
 
 type Aes128Gcm = AesGcm<Aes128Enc, U12>;
+type Aes256Gcm = AesGcm<Aes256Enc, U12>;
 type HmacSha1 = Hmac<Sha1>;
 
 /// RFC 3711 §4.3.1 key derivation labels (SRTP only: SRTCP stays on `webrtc-srtp`).
@@ -79,18 +80,31 @@ const GCM_TAG_LEN: usize = 16;
 /// stream of AES-128(master key) in counter mode from `x * 2^16`, where `x` is the master salt
 /// (zero-padded to 112 bits: RFC 7714's 96-bit GCM salts) with `label` XORed into byte 7 (the
 /// `r = index DIV kdr` bytes after it are 0).
-pub(crate) fn kdf(label: u8, master_key: &[u8; 16], master_salt: &[u8], out: &mut [u8]) {
+/// A 32-byte master key runs the PRF on AES-256 (RFC 6188 §3, which RFC 7714's
+/// AEAD_AES_256_GCM uses).
+pub(crate) fn kdf(label: u8, master_key: &[u8], master_salt: &[u8], out: &mut [u8]) {
     debug_assert!(master_salt.len() <= 14);
-    let aes = Aes128Enc::new(master_key.into());
     let mut x = [0u8; 16];
     x[..master_salt.len()].copy_from_slice(master_salt);
     x[7] ^= label;
-    for (i, chunk) in out.chunks_mut(16).enumerate() {
-        let mut block = x;
-        block[14..16].copy_from_slice(&(i as u16).to_be_bytes());
-        let mut b = block.into();
-        aes.encrypt_block(&mut b);
-        chunk.copy_from_slice(&b[..chunk.len()]);
+    let mut blocks = |f: &dyn Fn(&mut aes::Block)| {
+        for (i, chunk) in out.chunks_mut(16).enumerate() {
+            let mut block = x;
+            block[14..16].copy_from_slice(&(i as u16).to_be_bytes());
+            let mut b = block.into();
+            f(&mut b);
+            chunk.copy_from_slice(&b[..chunk.len()]);
+        }
+    };
+    match master_key.len() {
+        32 => {
+            let aes = Aes256Enc::new(master_key.into());
+            blocks(&|b| aes.encrypt_block(b));
+        }
+        _ => {
+            let aes = Aes128Enc::new(master_key[..16].into());
+            blocks(&|b| aes.encrypt_block(b));
+        }
     }
 }
 
@@ -131,6 +145,10 @@ enum RtpCipher {
     },
     Gcm {
         gcm: Aes128Gcm,
+        salt: [u8; 12],
+    },
+    Gcm256 {
+        gcm: Aes256Gcm,
         salt: [u8; 12],
     },
 }
@@ -187,6 +205,34 @@ impl TxSsrc {
     }
 }
 
+/// RFC 7714 §8.1 in place: IV = (0^16 || SSRC || ROC || SEQ) XOR salt, AAD = the header
+/// `buf[..hl]`, payload `buf[hl..len]` encrypted, the 16-byte tag written at `buf[len..]`.
+#[allow(clippy::too_many_arguments)]
+fn gcm_seal<A: AeadInPlace<NonceSize = U12>>(
+    gcm: &A,
+    salt: &[u8; 12],
+    ssrc: u32,
+    roc: u32,
+    seq: u16,
+    buf: &mut [u8],
+    hl: usize,
+    len: usize,
+) -> Result<(), SrtpError> {
+    let mut iv = [0u8; 12];
+    iv[2..6].copy_from_slice(&ssrc.to_be_bytes());
+    iv[6..10].copy_from_slice(&roc.to_be_bytes());
+    iv[10..12].copy_from_slice(&seq.to_be_bytes());
+    for (v, s) in iv.iter_mut().zip(salt) {
+        *v ^= s;
+    }
+    let (head, body) = buf.split_at_mut(hl);
+    let tag = gcm
+        .encrypt_in_place_detached(&iv.into(), head, &mut body[..len - hl])
+        .map_err(|_| SrtpError::Malformed("too long for AES-GCM"))?;
+    buf[len..len + GCM_TAG_LEN].copy_from_slice(&tag);
+    Ok(())
+}
+
 /// Protects RTP packets for one SRTP send direction without allocating.
 pub(crate) struct RtpProtector {
     cipher: RtpCipher,
@@ -196,16 +242,17 @@ pub(crate) struct RtpProtector {
 impl RtpProtector {
     /// Derives the SRTP session keys from `keys` (lengths already checked by the caller).
     pub(crate) fn new(keys: &SrtpKeys) -> Result<Self, SrtpError> {
-        let mk: &[u8; 16] = keys
-            .key
-            .as_slice()
-            .try_into()
-            .map_err(|_| SrtpError::InvalidSdes("master key must be 16 bytes".into()))?;
+        let mk = keys.key.as_slice();
+        if mk.len() != keys.profile.key_len() {
+            return Err(SrtpError::InvalidSdes("wrong master key length".into()));
+        }
         if keys.salt.len() != keys.profile.salt_len() {
             return Err(SrtpError::InvalidSdes("wrong master salt length".into()));
         }
         let mut ke = [0u8; 16];
-        kdf(LABEL_RTP_ENCRYPTION, mk, &keys.salt, &mut ke);
+        if keys.profile != SrtpProfile::AeadAes256Gcm {
+            kdf(LABEL_RTP_ENCRYPTION, mk, &keys.salt, &mut ke);
+        }
         let cipher = match keys.profile {
             SrtpProfile::AesCm128HmacSha1_80 => {
                 let mut salt = [0u8; 14];
@@ -227,6 +274,16 @@ impl RtpProtector {
                     salt,
                 }
             }
+            SrtpProfile::AeadAes256Gcm => {
+                let mut ke = [0u8; 32];
+                kdf(LABEL_RTP_ENCRYPTION, mk, &keys.salt, &mut ke);
+                let mut salt = [0u8; 12];
+                kdf(LABEL_RTP_SALT, mk, &keys.salt, &mut salt);
+                RtpCipher::Gcm256 {
+                    gcm: Aes256Gcm::new(&ke.into()),
+                    salt,
+                }
+            }
         };
         Ok(RtpProtector {
             cipher,
@@ -238,7 +295,7 @@ impl RtpProtector {
     pub(crate) fn overhead(&self) -> usize {
         match self.cipher {
             RtpCipher::AesCm { .. } => AES_CM_TAG_LEN,
-            RtpCipher::Gcm { .. } => GCM_TAG_LEN,
+            RtpCipher::Gcm { .. } | RtpCipher::Gcm256 { .. } => GCM_TAG_LEN,
         }
     }
 
@@ -304,19 +361,10 @@ impl RtpProtector {
                 append_aes_cm_tag(auth, buf, len, roc);
             }
             RtpCipher::Gcm { gcm, salt } => {
-                // RFC 7714 §8.1: IV = (0^16 || SSRC || ROC || SEQ) XOR salt; AAD = the header.
-                let mut iv = [0u8; 12];
-                iv[2..6].copy_from_slice(&ssrc.to_be_bytes());
-                iv[6..10].copy_from_slice(&roc.to_be_bytes());
-                iv[10..12].copy_from_slice(&seq.to_be_bytes());
-                for (v, s) in iv.iter_mut().zip(salt) {
-                    *v ^= s;
-                }
-                let (head, body) = buf.split_at_mut(hl);
-                let tag = gcm
-                    .encrypt_in_place_detached(&iv.into(), head, &mut body[..len - hl])
-                    .map_err(|_| SrtpError::Malformed("too long for AES-GCM"))?;
-                buf[len..out_len].copy_from_slice(&tag);
+                gcm_seal(gcm, salt, ssrc, roc, seq, buf, hl, len)?;
+            }
+            RtpCipher::Gcm256 { gcm, salt } => {
+                gcm_seal(gcm, salt, ssrc, roc, seq, buf, hl, len)?;
             }
         }
         self.ssrcs[si].update(seq, diff);
@@ -340,7 +388,7 @@ impl RtpProtector {
                 out[..hl].copy_from_slice(&pkt[..hl]);
                 self.protect_split(pkt, hl, out)
             }
-            RtpCipher::Gcm { .. } => {
+            RtpCipher::Gcm { .. } | RtpCipher::Gcm256 { .. } => {
                 out[..len].copy_from_slice(pkt);
                 self.protect_in_place(out, len)
             }
@@ -448,6 +496,9 @@ mod tests {
             }
             SrtpProfile::AeadAes128Gcm => {
                 webrtc_srtp::protection_profile::ProtectionProfile::AeadAes128Gcm
+            }
+            SrtpProfile::AeadAes256Gcm => {
+                webrtc_srtp::protection_profile::ProtectionProfile::AeadAes256Gcm
             }
         };
         Context::new(&keys.key, &keys.salt, p, None, None).unwrap()

@@ -151,6 +151,7 @@
 
 mod answer;
 mod codecs;
+mod external;
 #[cfg(test)]
 mod tests;
 mod types;
@@ -170,6 +171,7 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Rtc, RtcError};
 
 use answer::{clean_parse_error, codec_config_for, plan};
 pub use codecs::{Codec, MediaKind, TrackInfo, H264_BASELINE, H264_CONSTRAINED_BASELINE};
+pub use external::{local_keys, ExternalMedia, ExternalTrack};
 pub use types::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,6 +192,13 @@ struct OutTrack {
     kind: MediaKind,
     /// Last extended sequence number written.
     last_seq: Option<u64>,
+    clock_rate: u32,
+    /// External media (`external.rs`): the SSRC and RTX (PT, SSRC) str0m announced, the
+    /// next RTX sequence number, and what was sent since the last report to str0m.
+    ssrc: u32,
+    rtx: Option<(u8, u32)>,
+    rtx_seq: u16,
+    tally: external::Tally,
 }
 
 /// Publish: a media section and the payload types it carries.
@@ -216,6 +225,11 @@ pub struct WebRtcSession {
     media_in: Vec<InMedia>,
     remote: Option<SocketAddr>,
     counters: WebRtcCounters,
+    /// Play: switch to engine-protected media on connect ([`WebRtcConfig::protect_in_place`]),
+    /// and whether it did.
+    in_place: bool,
+    external: bool,
+    nack_scratch: Vec<u16>,
 }
 
 impl fmt::Debug for WebRtcSession {
@@ -331,6 +345,9 @@ impl WebRtcSession {
             media_in: Vec::new(),
             remote: None,
             counters: WebRtcCounters::default(),
+            in_place: cfg.protect_in_place && role == WebRtcRole::Play,
+            external: false,
+            nack_scratch: Vec::new(),
         };
         s.read_negotiation(&mids, tracks)?;
         s.drain();
@@ -392,6 +409,11 @@ impl WebRtcSession {
                             pt: pt.into(),
                             kind,
                             last_seq: None,
+                            clock_rate: t.clock_rate,
+                            ssrc: 0,
+                            rtx: None,
+                            rtx_seq: 0,
+                            tally: Default::default(),
                         });
                     }
                 }
@@ -474,6 +496,7 @@ impl WebRtcSession {
         let rtp_before = self.counters.rtp_in;
         self.input(input);
         self.drain();
+        self.collect_nacks();
         // str0m's demultiplexing: first byte 128..=191, payload type outside 64..=95 (RTCP).
         let rtp_class =
             data.len() > 2 && data[0] >> 6 == 2 && !(64..96).contains(&(data[1] & 0x7f));
@@ -491,6 +514,7 @@ impl WebRtcSession {
         if self.check_connect_deadline(now) {
             return;
         }
+        self.report_sent(now);
         self.input(Input::Timeout(now));
         self.drain();
     }
@@ -534,6 +558,9 @@ impl WebRtcSession {
         }
         if self.state != State::Connected {
             return Err(SendError::NotConnected);
+        }
+        if self.external {
+            return Err(SendError::External);
         }
         let now = self.advance(now);
         let Some(t) = self.out.iter_mut().find(|t| t.src_pt == pkt.payload_type) else {
@@ -747,6 +774,9 @@ impl WebRtcSession {
             Event::Connected if self.state == State::Connecting => {
                 self.state = State::Connected;
                 self.queue.push_back(Output::Connected);
+                if self.role == WebRtcRole::Play {
+                    self.try_external();
+                }
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 self.die(DisconnectReason::IceDisconnected);

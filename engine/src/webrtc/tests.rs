@@ -26,7 +26,17 @@ fn browser_addr() -> SocketAddr {
     "127.0.0.1:50000".parse().unwrap()
 }
 
+mod external;
+
+/// str0m's own send path (`protect_in_place` off): what these tests cover; `external.rs`
+/// covers the engine-protected one.
 fn cfg() -> WebRtcConfig {
+    let mut c = cfg_default();
+    c.protect_in_place = false;
+    c
+}
+
+fn cfg_default() -> WebRtcConfig {
     // Certificate generation once per test binary.
     static CFG: OnceLock<WebRtcConfig> = OnceLock::new();
     CFG.get_or_init(|| WebRtcConfig::new().unwrap()).clone()
@@ -113,6 +123,10 @@ struct Harness {
 
 impl Harness {
     fn new(role: WebRtcRole, tracks: &[TrackInfo]) -> Harness {
+        Harness::new_with(&cfg(), role, tracks)
+    }
+
+    fn new_with(cfg: &WebRtcConfig, role: WebRtcRole, tracks: &[TrackInfo]) -> Harness {
         let now = Instant::now();
         let mut b = Browser::new(now);
         let dir = match role {
@@ -121,7 +135,7 @@ impl Harness {
         };
         let (offer, pending, mids) = b.offer(&[(S0Kind::Video, dir), (S0Kind::Audio, dir)]);
         let (s, answer) =
-            WebRtcSession::accept_offer(&cfg(), role, &offer, server_addr(), now, tracks)
+            WebRtcSession::accept_offer(cfg, role, &offer, server_addr(), now, tracks)
                 .unwrap_or_else(|e| panic!("{e}\n{offer}"));
         b.rtc
             .sdp_api()
@@ -146,7 +160,11 @@ impl Harness {
     }
 
     fn connected(role: WebRtcRole, tracks: &[TrackInfo]) -> Harness {
-        let mut h = Harness::new(role, tracks);
+        Harness::connected_with(&cfg(), role, tracks)
+    }
+
+    fn connected_with(cfg: &WebRtcConfig, role: WebRtcRole, tracks: &[TrackInfo]) -> Harness {
+        let mut h = Harness::new_with(cfg, role, tracks);
         assert!(
             h.run_until(Duration::from_secs(5), |h| h.s.is_connected()
                 && h.b.rtc.is_connected()),

@@ -33,6 +33,11 @@ pub struct WebRtcConfig {
     /// also drops entries older than 3 s). Each entry is a 408-byte `RtpPacket` holding an
     /// `Arc` of the payload. Audio is never retransmitted (no RTX for Opus).
     pub nack_buffer_video: usize,
+    /// Player side: once DTLS is up, the engine protects and sends the player's media
+    /// itself with the DTLS-SRTP keys, like an SDES SRTP player's (in place, GSO batches,
+    /// no allocation; [`Output::ExternalMedia`]). False keeps every packet on str0m's
+    /// send path (one allocation and two copies per packet per player). Default: true.
+    pub protect_in_place: bool,
     pub(super) dtls_cert: DtlsCert,
     pub(super) crypto: Arc<CryptoProvider>,
 }
@@ -43,6 +48,7 @@ impl fmt::Debug for WebRtcConfig {
             .field("codecs", &self.codecs)
             .field("connect_timeout", &self.connect_timeout)
             .field("nack_buffer_video", &self.nack_buffer_video)
+            .field("protect_in_place", &self.protect_in_place)
             .finish_non_exhaustive()
     }
 }
@@ -61,6 +67,7 @@ impl WebRtcConfig {
             codecs: vec![Codec::H264, Codec::Vp8, Codec::Opus],
             connect_timeout: Duration::from_secs(15),
             nack_buffer_video: 1000,
+            protect_in_place: true,
             dtls_cert,
             crypto,
         })
@@ -241,6 +248,15 @@ pub enum Output {
     KeyframeRequest(KeyframeRequest),
     /// ICE and DTLS are up; media can flow ([`WebRtcSession::send_rtp`](super::WebRtcSession::send_rtp) is accepted from now).
     Connected,
+    /// Play, right after `Connected`: from now on the engine protects and sends this
+    /// player's media itself with these keys and track parameters (`send_rtp` is refused);
+    /// report each packet with `note_sent`. Not output when the session stays on str0m's
+    /// send path (config, or a profile the engine has no in-place protect for).
+    ExternalMedia(Box<super::ExternalMedia>),
+    /// Play, external media: the browser lost this packet of the track of publisher
+    /// payload type `payload_type`; `seq` is in the player's sequence space. Answer with
+    /// an RTX packet (`rtx_header`) or ignore it.
+    Nack { payload_type: u8, seq: u16 },
     /// The session is over; drop it.
     Disconnected(DisconnectReason),
     /// Nothing more to do until this instant (call [`WebRtcSession::handle_timeout`](super::WebRtcSession::handle_timeout) then),
@@ -281,6 +297,8 @@ pub enum SendError {
     /// The sequence number is older than the first packet sent on this track (extended, it
     /// would be negative): a reordered packet from before the player joined.
     TooOld,
+    /// The engine sends this session's media itself ([`Output::ExternalMedia`]).
+    External,
 }
 
 /// Per-session counters (cheap to copy; the shard can fold them into its stats).

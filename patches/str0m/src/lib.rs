@@ -942,6 +942,9 @@ pub struct Rtc {
     // Last timeout returned by `poll_output`, reused while the readiness says
     // the timeout is still valid.
     cached_timeout: Instant,
+    // DTLS-SRTP keying material, profile and whether we are the DTLS client, kept for
+    // `srtp_keying_material` (applications that protect media themselves).
+    srtp_export: Option<(Vec<u8>, crate::crypto::dtls::SrtpProfile, bool)>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -1295,6 +1298,7 @@ impl Rtc {
             )
             .expect("DTLS to init without problem"),
             dtls_connected: false,
+            srtp_export: None,
             dtls_buf: vec![0; 2000],
             next_dtls_timeout: None,
             session,
@@ -1343,6 +1347,25 @@ impl Rtc {
     /// ```
     pub fn is_alive(&self) -> bool {
         self.state != RtcState::Closed
+    }
+
+    /// The DTLS-SRTP keying material (RFC 5764 §4.2), once the DTLS handshake exported it:
+    /// `(material, profile, active)`, where `material` is
+    /// `client_key | server_key | client_salt | server_salt` and `active` is true when this
+    /// side is the DTLS client (so its outgoing keys are the client's).
+    ///
+    /// For applications that protect some RTP themselves (for instance one packet encrypted
+    /// in place per receiver in a fan-out), with the same keys str0m uses. Such an
+    /// application must never let str0m send RTP on the SSRCs it protects itself (two
+    /// senders would reuse SRTP indexes) and should report what it sent with
+    /// [`StreamTx::note_sent`][crate::rtp::StreamTx::note_sent], so sender reports stay
+    /// right. str0m keeps protecting RTCP.
+    pub fn srtp_keying_material(
+        &self,
+    ) -> Option<(&[u8], crate::crypto::dtls::SrtpProfile, bool)> {
+        self.srtp_export
+            .as_ref()
+            .map(|(km, profile, active)| (km.as_slice(), *profile, *active))
     }
 
     /// Force disconnects the instance making [`Rtc::is_alive()`] return `false`.
@@ -1703,6 +1726,7 @@ impl Rtc {
                     let km_bytes = km.as_ref().to_vec();
                     debug!("DTLS set SRTP keying material and profile: {}", profile);
                     let active = self.dtls.is_active().expect("DTLS must be inited by now");
+                    self.srtp_export = Some((km_bytes.clone(), profile, active));
                     self.session.set_keying_material(
                         KeyingMaterial::new(&km_bytes),
                         &self.crypto_provider,

@@ -179,6 +179,10 @@ pub struct StreamTx {
 
     /// MTU warn threshold; used to cap spurious-padding RTX cache lookups.
     mtu_warn: usize,
+
+    /// NACKed sequence numbers kept for the application instead of answered from the RTX
+    /// cache (see [`StreamTx::set_external_rtx`]).
+    external_nacks: Option<Vec<u16>>,
 }
 
 /// RTP packet data to enqueue on a direct RTP send stream.
@@ -382,6 +386,7 @@ impl StreamTx {
             rtx_cache: RtxCache::new(2000, DEFAULT_RTX_CACHE_DURATION),
             rtx_ratio_cap: DEFAULT_RTX_RATIO_CAP,
             last_sender_report: already_happened(),
+            external_nacks: None,
             pending_request_keyframe: None,
             pending_request_remb: None,
             stats: StreamTxStats::new(enable_stats),
@@ -485,6 +490,45 @@ impl StreamTx {
     /// This overrides the default behavior.
     pub fn set_unpaced(&mut self, unpaced: bool) {
         self.unpaced = Some(unpaced);
+    }
+
+    /// Records RTP the application protected and sent itself on this stream's SSRC (with
+    /// the keys of [`Rtc::srtp_keying_material`][crate::Rtc::srtp_keying_material]), so the
+    /// sender reports str0m generates count it: `packets` and payload `bytes` since the last
+    /// call, and the last packet's sequence number, RTP time and send time (on str0m's
+    /// clock, `Instant`s passed to `handle_input`). Call it before a timeout is handled, as
+    /// often as sender reports should be accurate (they go out about once a second).
+    pub fn note_sent(
+        &mut self,
+        packets: u64,
+        bytes: u64,
+        seq_no: SeqNo,
+        rtp_time: u32,
+        wallclock: Instant,
+        clock_rate: Frequency,
+    ) {
+        self.stats.packets += packets;
+        self.stats.bytes += bytes;
+        self.last_sent_seq_no = seq_no;
+        self.rtp_and_wallclock = Some((rtp_time, wallclock));
+        self.clock_rate = Some(clock_rate);
+    }
+
+    /// Hands NACKs for this stream to the application ([`StreamTx::take_nacks`]) instead of
+    /// answering them from str0m's RTX cache: for an application that sends (and so keeps
+    /// the history of) this stream's RTP itself.
+    pub fn set_external_rtx(&mut self, enabled: bool) {
+        self.external_nacks = enabled.then(|| Vec::with_capacity(64));
+    }
+
+    /// The sequence numbers NACKed since the last call, in arrival order (with
+    /// [`StreamTx::set_external_rtx`]; empty otherwise). At most 1,024 are kept between
+    /// calls; later ones are dropped.
+    pub fn take_nacks(&mut self, out: &mut Vec<u16>) {
+        if let Some(n) = self.external_nacks.as_mut() {
+            out.extend_from_slice(n);
+            n.clear();
+        }
     }
 
     /// Write RTP packet to a send stream.
@@ -1033,6 +1077,17 @@ impl StreamTx {
             }
             Nack(_, list) => {
                 self.stats.increase_nacks();
+                if let Some(out) = self.external_nacks.as_mut() {
+                    for e in list.into_iter() {
+                        for bit in 0..17u16 {
+                            let hit = bit == 0 || e.blp & (1 << (bit - 1)) != 0;
+                            if hit && out.len() < 1024 {
+                                out.push(e.pid.wrapping_add(bit));
+                            }
+                        }
+                    }
+                    return;
+                }
                 let entries = list.into_iter();
                 self.handle_nack(entries, now);
             }
