@@ -420,7 +420,9 @@ fn play_in_place_allocations_per_packet_and_heap() {
         buf[4..8].copy_from_slice(&ts.to_be_bytes());
         buf[8..12].copy_from_slice(&t.ssrc.to_be_bytes());
         buf[12..12 + payload.len()].copy_from_slice(&payload);
-        let n = ctx.protect_rtp_in_place(&mut buf, 12 + payload.len()).unwrap();
+        let n = ctx
+            .protect_rtp_in_place(&mut buf, 12 + payload.len())
+            .unwrap();
         p.s.note_sent(102, seq, ts, payload.len(), p.now);
         if wire.len() < wire.capacity() {
             wire.push(buf[..n].to_vec());
