@@ -102,6 +102,9 @@ pub struct FanoutConfig {
     pub vp8_sdp: bool,
     /// Frame profiles: publishers send each run of a frame as one UDP GSO datagram.
     pub publisher_gso: bool,
+    /// Set from outside to end the run early (as the duration would): `load fanout --webrtc`
+    /// stops its publisher once the WHEP players are done.
+    pub stop: Arc<AtomicBool>,
 }
 
 impl FanoutConfig {
@@ -131,6 +134,7 @@ impl FanoutConfig {
             srtp_check_every: 64,
             vp8_sdp: false,
             publisher_gso: false,
+            stop: Arc::default(),
         }
     }
 
@@ -650,7 +654,7 @@ pub fn run(cfg: &FanoutConfig) -> Result<Report> {
     }
 
     let interval_ns = cfg.interval.as_nanos().max(1) as u64;
-    let stop = Arc::new(AtomicBool::new(false));
+    let stop = cfg.stop.clone();
     let tx_count = Arc::new(AtomicU64::new(0));
     let rx_count = Arc::new(AtomicU64::new(0));
     let t0 = mono_ns() + 20_000_000;

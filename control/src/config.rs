@@ -23,9 +23,22 @@ pub struct Config {
     pub http: HttpConfig,
     pub https: HttpsConfig,
     pub media: MediaConfig,
+    pub webrtc: WebRtcSettings,
     pub apps: Vec<AppConfig>,
     pub hooks: HooksConfig,
     pub cluster: ClusterConfig,
+}
+
+/// WHIP/WHEP sessions (`[webrtc]`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebRtcSettings {
+    /// A WebRTC session whose ICE + DTLS is not up this long after its offer fails
+    /// ("ICE/DTLS connect timeout").
+    pub connect_timeout_ms: u64,
+    /// WHEP players' media is protected by the engine in place with the DTLS-SRTP keys, like
+    /// an SDES SRTP player's; false sends every packet through str0m (for comparison).
+    pub protect_in_place: bool,
 }
 
 /// Origin/edge cluster on NATS (`docs/cluster.md`). Off by default.
@@ -300,6 +313,9 @@ impl Config {
         }
         if cfg.media.port_min > cfg.media.port_max {
             return Err("config: media.port_min > media.port_max".into());
+        }
+        if cfg.webrtc.connect_timeout_ms == 0 {
+            return Err("config: webrtc.connect_timeout_ms must be > 0".into());
         }
         Ok(cfg)
     }

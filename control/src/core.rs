@@ -190,7 +190,9 @@ impl Core {
             ..Default::default()
         })?;
         let events = engine.events().clone();
-        let webrtc = WebRtcConfig::new().map_err(std::io::Error::other)?;
+        let mut webrtc = WebRtcConfig::new().map_err(std::io::Error::other)?;
+        webrtc.connect_timeout = std::time::Duration::from_millis(cfg.webrtc.connect_timeout_ms);
+        webrtc.protect_in_place = cfg.webrtc.protect_in_place;
         let core = Arc::new(Core {
             apps: Mutex::new(apps),
             apps_write: Mutex::new(()),

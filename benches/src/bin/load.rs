@@ -8,6 +8,7 @@
 //! load publish --server http://127.0.0.1:8081 --name s1 --pps 1000 --duration 30
 //! load play    --server http://127.0.0.1:8081 --name s1 --players 50 --duration 30
 //! load play    --whep --name s1 --players 500 --server-pid 101   # str0m WHEP players
+//! load fanout  --webrtc --players 500 --pps 135 --size 1100 --server-pid 101   # RTP in, WHEP out
 //! load publish --whip --name s1 --pps 135 --size 1100 --duration 30   # str0m WHIP publisher
 //! load fanout  --srtp AES_CM_128_HMAC_SHA1_80 --players 100 ...   # SDES-keyed SRTP both ways
 //! load fanout  --cluster http://127.0.0.2:8081,http://127.0.0.3:8081 --players 1000 --pps 50
@@ -245,6 +246,17 @@ struct FanoutArgs {
     /// Cluster mode: milliseconds from the last join to the measurement window.
     #[arg(long, default_value_t = 1000)]
     settle_ms: u64,
+    /// WebRTC players: one plain RTP publisher (VP8 SDP, send stamp in the payload) and
+    /// --players str0m WHEP players on it (`play --whep`'s report: delivery, loss, latency,
+    /// server CPU per packet, RSS per player, connect-time percentiles).
+    #[arg(long)]
+    webrtc: bool,
+    /// --webrtc: seconds a player may take to connect before it counts as failed.
+    #[arg(long, default_value_t = 15.0)]
+    connect_timeout: f64,
+    /// --webrtc: threads POSTing offers concurrently.
+    #[arg(long, default_value_t = 8)]
+    signal_threads: usize,
     #[command(flatten)]
     load: LoadArgs,
 }
@@ -361,6 +373,69 @@ fn run_load(cfg: FanoutConfig, a: &LoadArgs) -> Result<()> {
     Ok(())
 }
 
+/// `fanout --webrtc`: the publisher runs on its own threads (as in `fanout`) until the WHEP
+/// players, driven here, are done; then it stops and its session is removed.
+fn run_webrtc_fanout(a: FanoutArgs) -> Result<()> {
+    let l = &a.load;
+    if a.raw_relay.is_some() || l.srtp.is_some() || a.publishers != 1 {
+        return Err("--webrtc is one plain RTP publisher to the server (no --raw-relay, --srtp, --publishers)".into());
+    }
+    let name = format!("{}-0", a.prefix);
+    let mut pcfg = config(
+        target(&a.server, None, &l.token),
+        vec![name.clone()],
+        1,
+        0,
+        l,
+    )?;
+    pcfg.vp8_sdp = true;
+    pcfg.progress = false;
+    pcfg.server_pid = None;
+    // Outlives the connect phase and the window; stopped as soon as the players are done.
+    pcfg.duration = Duration::from_secs_f64(l.duration + a.connect_timeout + 30.0);
+    let stop = pcfg.stop.clone();
+    let publisher = std::thread::Builder::new()
+        .name("publisher".into())
+        .spawn(move || fanout::run(&pcfg).map_err(|e| e.to_string()))?;
+    // The publisher's REST session and first packets, before the first WHEP offer.
+    std::thread::sleep(Duration::from_millis(700));
+    let cfg = benches::whep::WhepConfig {
+        server: a.server.clone(),
+        token: l.token.clone(),
+        name,
+        players: a.players,
+        duration: Duration::from_secs_f64(l.duration),
+        local_ip: l.local_ip,
+        base_port: l.player_base_port,
+        server_pid: l.server_pid,
+        connect_timeout: Duration::from_secs_f64(a.connect_timeout),
+        signal_threads: a.signal_threads,
+    };
+    let r = benches::whep::run(&cfg);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let published = publisher.join().map_err(|_| "publisher thread panicked")?;
+    let r = r?;
+    let published = published?;
+    println!("{}", r.summary());
+    println!("  publisher sent {} packets", published.sent.packets);
+    if let Some(p) = &l.json {
+        std::fs::write(p, serde_json::to_string_pretty(&r)?)
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+    }
+    if r.connected < r.players {
+        return Err(format!(
+            "{} of {} players did not connect",
+            r.players - r.connected,
+            r.players
+        )
+        .into());
+    }
+    if r.rx_packets == 0 {
+        return Err("players received nothing".into());
+    }
+    Ok(())
+}
+
 fn run_cluster(a: FanoutArgs) -> Result<()> {
     let l = &a.load;
     if a.raw_relay.is_some() || l.srtp.is_some() {
@@ -440,6 +515,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Cmd::Fanout(a) if !a.cluster.is_empty() => run_cluster(a),
+        Cmd::Fanout(a) if a.webrtc => run_webrtc_fanout(a),
         Cmd::Fanout(a) => {
             let names = (0..a.publishers)
                 .map(|i| format!("{}-{i}", a.prefix))

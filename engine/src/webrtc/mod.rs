@@ -102,10 +102,14 @@
 //!
 //! # Feedback
 //!
-//! * Player NACKs are answered by str0m itself from the session's retransmission buffer
-//!   ([`WebRtcConfig::nack_buffer_video`] packets, at most 3 s old), on the RTX stream
-//!   (every browser offers RTX; without it str0m does not retransmit). The engine does not
-//!   see them. Player PLI/FIR becomes [`Output::KeyframeRequest`] carrying the publisher's
+//! * Player NACKs, on the default in-place path ([`WebRtcConfig::protect_in_place`]):
+//!   str0m parses them and hands the sequence numbers over (patched
+//!   `StreamTx::take_nacks`); the session outputs [`Output::Nack`] with the publisher PT
+//!   and the player's sequence number, and the shard answers with an RFC 4588 RTX packet
+//!   built from the stream's shared history (`shard/rtx.rs`). On the str0m path they are
+//!   answered by str0m from the session's own buffer ([`WebRtcConfig::nack_buffer_video`]
+//!   packets, at most 3 s old), on the RTX stream (without RTX nothing is retransmitted).
+//! * Player PLI/FIR becomes [`Output::KeyframeRequest`] carrying the publisher's
 //!   video PT; route it to the publisher through the engine's `KeyframeCoalescer`.
 //! * Toward a publishing browser, str0m sends receiver reports, transport-wide CC feedback
 //!   (the browser's bandwidth estimate depends on it) and NACKs for gaps; retransmissions
@@ -128,16 +132,21 @@
 //!   receiver report (about a second), a str0m-based publisher with RTX never does. The
 //!   session adds none: [`RtpIn`] holds str0m's `Arc`, and [`RtpIn::write_to`] writes plain
 //!   RTP into a caller buffer (a stack array, then the shard arena's single copy).
-//! * **Play: 1 allocation per packet per player**: the SRTP output `Vec<u8>` (str0m
-//!   `protect_rtp`), handed over as [`Transmit::contents`] (wrap it with `Bytes::from(vec)`,
-//!   no copy). Plus the payload `Arc<[u8]>` of [`OutgoingRtp`]: **once per publisher packet**
-//!   if the shard builds it once and clones it for all its WebRTC players, otherwise one
-//!   allocation and copy per player. Each player then copies the payload twice (into
-//!   str0m's serialization buffer, then while encrypting). RTCP and reports: ~0.02 per
-//!   packet, amortized.
-//! * **Memory per player**: the retransmission buffer keeps a 408-byte `RtpPacket` per sent
-//!   video packet (up to `nack_buffer_video`, 3 s): at 200 packets/s about 600 entries,
-//!   ~240 KiB per player, plus the shared payloads of the last 3 s.
+//! * **Play, in place (the default): 0 allocations per packet per player.** Once DTLS is up
+//!   the session outputs [`Output::ExternalMedia`] (the local DTLS-SRTP keys, RFC 5764, and
+//!   the SSRC/PT/RTX of every track); the shard then treats the player like an SDES SRTP
+//!   one: each copy is rewritten and protected in place in the shard's send arena and goes
+//!   out in the same GSO batches. [`WebRtcSession::note_sent`] tallies what went out (a few
+//!   integer adds) and [`WebRtcSession::report_sent`] hands the tally to str0m before each
+//!   timeout, so its sender reports count it. str0m keeps ICE, DTLS and all RTCP; it never
+//!   sends RTP on these SSRCs, so the engine's SRTP context is the only one for them.
+//!   Memory: str0m's per-peer floor (~53 KiB after the handshake), no per-player history.
+//! * **Play through str0m** (`protect_in_place = false`): 1 allocation per packet per player,
+//!   the SRTP output `Vec<u8>` (str0m `protect_rtp`), handed over as [`Transmit::contents`];
+//!   the payload `Arc<[u8]>` of [`OutgoingRtp`] once per publisher packet when the shard
+//!   shares it; two payload copies per player (str0m's serialization buffer, then while
+//!   encrypting); a retransmission buffer of 408-byte `RtpPacket`s per player
+//!   (`nack_buffer_video`, 3 s: ~240–290 KiB per player at 135–200 packets/s).
 //! * `accept_offer` (control thread) parses the SDP once, clones it, and builds small codec
 //!   configs to match each offered payload: negligible next to the HTTP exchange.
 //!
