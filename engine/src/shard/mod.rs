@@ -119,8 +119,10 @@ pub(crate) struct Shard {
     /// The payload of the packet being fanned out, as WebRTC players take it (built once).
     rtc_payload: Option<Arc<[u8]>>,
     /// Sessions with a WebRTC peer connection, and the earliest timer among them.
-    rtc_sessions: Vec<usize>,
-    next_rtc_deadline: Instant,
+    /// WebRTC sessions' str0m timeouts (`rtc.rs`): one live entry per session.
+    rtc_timers: timers::Timers,
+    /// Entries popped by `run_rtc_timers`, handled after popping (reused).
+    rtc_due: Vec<(Instant, usize, u32)>,
     /// Per-session media deadlines.
     timers: Timers,
     deferred: Vec<(u64, i32, u32)>,
@@ -248,8 +250,8 @@ impl Shard {
             scratch: Vec::with_capacity(2048),
             fanout_scratch: Vec::with_capacity(1024),
             rtc_payload: None,
-            rtc_sessions: Vec::new(),
-            next_rtc_deadline: Instant::now(),
+            rtc_timers: Default::default(),
+            rtc_due: Vec::new(),
             timers: Timers::default(),
             deferred: Vec::with_capacity(8192),
             gso,
@@ -297,7 +299,7 @@ impl Shard {
                 .timers
                 .next()
                 .into_iter()
-                .chain((!self.rtc_sessions.is_empty()).then_some(self.next_rtc_deadline))
+                .chain(self.rtc_timers.next())
                 .min();
             let wait = match next {
                 None => idle_wait,

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -90,47 +90,57 @@ impl Shard {
                 }
                 webrtc::Output::Timeout(t) => {
                     s.rtc_deadline = t;
-                    self.next_rtc_deadline = self.next_rtc_deadline.min(t);
+                    self.arm_rtc(idx, t);
                     return;
                 }
             }
         }
     }
 
-    /// Runs WebRTC timers that are due; returns whether any was.
+    /// Makes sure session `idx` is woken by `at`: a new heap entry only when `at` is
+    /// earlier than its live one (a later deadline is found when the live entry fires), so
+    /// the heap holds about one entry per session however often str0m moves its timeout.
+    pub(super) fn arm_rtc(&mut self, idx: usize, at: Instant) {
+        let Some(s) = self.sessions[idx].as_mut() else {
+            return;
+        };
+        if s.rtc_armed.is_none_or(|a| at < a) {
+            s.rtc_armed = Some(at);
+            self.rtc_timers.arm(at, idx, s.gen);
+        }
+    }
+
+    /// Runs the WebRTC timeouts that are due (popped from the heap, not a scan of the
+    /// sessions); returns whether any entry was due.
     pub(super) fn run_rtc_timers(&mut self) -> bool {
-        if self.rtc_sessions.is_empty() {
-            return false;
-        }
         let now = Instant::now();
-        if now < self.next_rtc_deadline {
-            return false;
+        let mut due = std::mem::take(&mut self.rtc_due);
+        // Pop first, then handle: a session re-armed at a deadline already past fires on the
+        // next loop turn, not in this one (str0m may ask for "now" again).
+        while let Some(e) = self.rtc_timers.pop_due(now) {
+            due.push(e);
         }
-        self.next_rtc_deadline = now + Duration::from_secs(1);
-        let list = std::mem::take(&mut self.rtc_sessions);
-        for &idx in &list {
-            let due = self.sessions[idx]
+        let any = !due.is_empty();
+        for (at, idx, gen) in due.drain(..) {
+            let Some(s) = self.sessions[idx]
                 .as_mut()
-                .filter(|s| !s.closing)
-                .and_then(|s| {
-                    let d = s.rtc_deadline;
-                    s.rtc.as_mut().map(|r| (r, d))
-                });
-            match due {
-                Some((rtc, d)) if d <= now => {
+                .filter(|s| s.gen == gen && !s.closing && s.rtc_armed == Some(at))
+            else {
+                continue; // stale: the session is gone or has an earlier live entry
+            };
+            s.rtc_armed = None;
+            let deadline = s.rtc_deadline;
+            match s.rtc.as_mut() {
+                Some(rtc) if deadline <= now => {
                     rtc.handle_timeout(now);
                     self.drain_rtc(idx);
                 }
-                Some((_, d)) => self.next_rtc_deadline = self.next_rtc_deadline.min(d),
+                Some(_) => self.arm_rtc(idx, deadline),
                 None => {}
             }
         }
-        // `finalize` could not remove sessions that ended meanwhile from the taken list.
-        let mut list = list;
-        list.retain(|&i| self.sessions[i].as_ref().is_some_and(|s| s.rtc.is_some()));
-        list.append(&mut self.rtc_sessions);
-        self.rtc_sessions = list;
-        true
+        self.rtc_due = due;
+        any
     }
 
     /// A fan-out packet for a WebRTC player on str0m's send path (before connect, or

@@ -79,6 +79,9 @@ pub(super) struct Session {
     /// WebRTC sessions: the peer connection (ICE, DTLS, SRTP by str0m) and its next timer.
     pub(super) rtc: Option<Box<webrtc::WebRtcSession>>,
     pub(super) rtc_deadline: Instant,
+    /// The deadline of this session's live entry in the shard's `rtc_timers` (older entries
+    /// for it are stale and skipped when they fire).
+    pub(super) rtc_armed: Option<Instant>,
     /// WebRTC publishers: the video payload type (keyframe requests name it).
     pub(super) rtc_video_pt: Option<u8>,
     /// Publishers: media deadlines (see `timers.rs`), when the session was added and when
@@ -215,6 +218,7 @@ impl Shard {
         let session = Session {
             rtc: ns.webrtc,
             rtc_deadline: Instant::now(),
+            rtc_armed: None,
             rtc_video_pt,
             timeouts: ns.timeouts,
             created: Instant::now(),
@@ -281,8 +285,7 @@ impl Shard {
             self.arm_recv(idx, leg);
         }
         if is_rtc {
-            self.rtc_sessions.push(idx);
-            self.next_rtc_deadline = Instant::now();
+            self.arm_rtc(idx, Instant::now());
         }
         if ns.role == Role::Publisher {
             self.arm_media_timer(idx);
@@ -328,7 +331,19 @@ impl Shard {
                         ls.publisher = None;
                     }
                 }
-                Role::Player => ls.players.retain(|&p| p != idx),
+                Role::Player => {
+                    ls.players.retain(|&p| p != idx);
+                    // The shared history serves engine-protected WebRTC players only.
+                    let sessions = &self.sessions;
+                    let in_place = |p: &usize| {
+                        sessions[*p]
+                            .as_ref()
+                            .is_some_and(|s| s.rtc.is_some() && s.legs[0].srtp_out.is_some())
+                    };
+                    if ls.history.is_some() && !ls.players.iter().any(in_place) {
+                        ls.history = None;
+                    }
+                }
             }
         }
         let _ = self.events.send(Event::Status {
@@ -363,9 +378,6 @@ impl Shard {
                 for slot in s.legs.iter().filter_map(|l| l.fixed) {
                     self.files.unregister(&self.ring, slot);
                 }
-            }
-            if s.rtc.is_some() {
-                self.rtc_sessions.retain(|&i| i != idx);
             }
             self.by_id.remove(&s.id);
             self.free_sessions.push(idx);

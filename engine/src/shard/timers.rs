@@ -1,5 +1,6 @@
-//! Per-session deadlines of a shard in one min-heap, so the loop pops what is due instead of
-//! scanning every session. An entry names a session slot and its generation; when it fires,
+//! Per-session deadlines of a shard in min-heaps (media deadlines; WebRTC sessions' str0m
+//! timeouts in a second one, `rtc.rs`), so the loop pops what is due instead of scanning
+//! every session. An entry names a session slot and its generation; when it fires,
 //! the session decides whether the deadline still holds (media may have arrived meanwhile,
 //! which only moved a timestamp: nothing is touched per packet here). A stale entry (its
 //! session gone, the slot reused) is dropped, so nothing ever needs cancelling.
@@ -28,12 +29,10 @@ impl Timers {
         self.heap.peek().map(|Reverse((at, _, _))| *at)
     }
 
-    /// Takes one entry due at `now`.
-    pub(super) fn pop_due(&mut self, now: Instant) -> Option<(usize, u32)> {
+    /// Takes one entry due at `now`: (deadline, session slot, generation).
+    pub(super) fn pop_due(&mut self, now: Instant) -> Option<(Instant, usize, u32)> {
         match self.heap.peek() {
-            Some(Reverse((at, _, _))) if *at <= now => {
-                self.heap.pop().map(|Reverse((_, idx, gen))| (idx, gen))
-            }
+            Some(Reverse((at, _, _))) if *at <= now => self.heap.pop().map(|Reverse(e)| e),
             _ => None,
         }
     }
@@ -55,7 +54,7 @@ impl Shard {
     pub(super) fn run_timers(&mut self) -> bool {
         let now = Instant::now();
         let mut any = false;
-        while let Some((idx, gen)) = self.timers.pop_due(now) {
+        while let Some((_, idx, gen)) = self.timers.pop_due(now) {
             any = true;
             let Some(s) = self.sessions[idx]
                 .as_ref()
@@ -112,10 +111,11 @@ mod tests {
         assert_eq!(t.next(), Some(t0 + Duration::from_millis(10)));
         assert_eq!(t.pop_due(t0), None);
         let now = t0 + Duration::from_millis(25);
-        assert_eq!(t.pop_due(now), Some((1, 1)));
-        assert_eq!(t.pop_due(now), Some((2, 7)));
+        let ms = |n| t0 + Duration::from_millis(n);
+        assert_eq!(t.pop_due(now), Some((ms(10), 1, 1)));
+        assert_eq!(t.pop_due(now), Some((ms(20), 2, 7)));
         assert_eq!(t.pop_due(now), None);
-        assert_eq!(t.pop_due(t0 + Duration::from_millis(30)), Some((3, 1)));
+        assert_eq!(t.pop_due(ms(30)), Some((ms(30), 3, 1)));
         assert_eq!(t.next(), None);
     }
 }
