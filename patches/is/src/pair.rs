@@ -153,7 +153,8 @@ impl CandidatePair {
             remote_idx,
             remote_kind,
             prio,
-            binding_attempts: VecDeque::with_capacity(DEFAULT_MAX_RETRANSMITS * 2),
+            // Grows with the first binding attempt; an ICE-lite agent never makes one.
+            binding_attempts: VecDeque::new(),
             id: Default::default(),
             valid_idx: Default::default(),
             state: Default::default(),

@@ -211,7 +211,9 @@ impl Session {
             enable_twcc_feedback: false,
             pacer,
             pacer_control: PacerControl::new(),
-            poll_packet_buf: vec![0; 2000],
+            // Sized by its first user (`StreamTx::poll_packet` resizes it to a datagram);
+            // a session whose RTP the application sends never needs it.
+            poll_packet_buf: Vec::new(),
             pending_packet: None,
             media_bytes_rx: 0,
             media_bytes_tx: 0,

@@ -70,7 +70,8 @@ impl SrtpContext {
                     rtcp,
                     srtcp_index: 0,
                     sha1_hmac_provider,
-                    rx_scratch: Vec::with_capacity(RX_SCRATCH_CAPACITY),
+                    // Reserved at the first decrypt: a send-only context never holds it.
+                    rx_scratch: Vec::new(),
                     decrypt_warnings: DecryptWarnings::default(),
                 }
             }
@@ -86,7 +87,8 @@ impl SrtpContext {
                     rtcp,
                     srtcp_index: 0,
                     sha1_hmac_provider,
-                    rx_scratch: Vec::with_capacity(RX_SCRATCH_CAPACITY),
+                    // Reserved at the first decrypt: a send-only context never holds it.
+                    rx_scratch: Vec::new(),
                     decrypt_warnings: DecryptWarnings::default(),
                 }
             }
@@ -102,7 +104,8 @@ impl SrtpContext {
                     rtcp,
                     srtcp_index: 0,
                     sha1_hmac_provider,
-                    rx_scratch: Vec::with_capacity(RX_SCRATCH_CAPACITY),
+                    // Reserved at the first decrypt: a send-only context never holds it.
+                    rx_scratch: Vec::new(),
                     decrypt_warnings: DecryptWarnings::default(),
                 }
             }
@@ -145,7 +148,8 @@ impl SrtpContext {
             },
             srtcp_index,
             sha1_hmac_provider: provider.sha1_hmac_provider,
-            rx_scratch: Vec::with_capacity(RX_SCRATCH_CAPACITY),
+            // Reserved at the first decrypt: a send-only context never holds it.
+                    rx_scratch: Vec::new(),
             decrypt_warnings: DecryptWarnings::default(),
         }
     }
@@ -185,7 +189,8 @@ impl SrtpContext {
             },
             srtcp_index,
             sha1_hmac_provider: provider.sha1_hmac_provider,
-            rx_scratch: Vec::with_capacity(RX_SCRATCH_CAPACITY),
+            // Reserved at the first decrypt: a send-only context never holds it.
+                    rx_scratch: Vec::new(),
             decrypt_warnings: DecryptWarnings::default(),
         }
     }
@@ -379,6 +384,9 @@ impl SrtpContext {
 
                 let input = &buf[header.header_len..hmac_start];
                 // Sized with CTR padding (aws-lc-rs requirement).
+                if self.rx_scratch.capacity() == 0 {
+                    self.rx_scratch.reserve_exact(RX_SCRATCH_CAPACITY);
+                }
                 self.rx_scratch.resize(input.len() + CTR_BUFFER_PADDING, 0);
 
                 if let Err(e) = dec.decrypt(&iv, input, &mut self.rx_scratch) {
@@ -408,6 +416,9 @@ impl SrtpContext {
                 // Input and output lengths for decryption:
                 // https://www.rfc-editor.org/rfc/rfc7714#section-5.2.2
                 let out_len = input.len() - AeadAes128Gcm::TAG_LEN;
+                if self.rx_scratch.capacity() == 0 {
+                    self.rx_scratch.reserve_exact(RX_SCRATCH_CAPACITY);
+                }
                 self.rx_scratch.resize(out_len, 0);
 
                 match dec.decrypt(&iv, &[aad], input, &mut self.rx_scratch) {
@@ -440,6 +451,9 @@ impl SrtpContext {
                 // Input and output lengths for decryption:
                 // https://www.rfc-editor.org/rfc/rfc7714#section-5.2.2
                 let out_len = input.len() - AeadAes256Gcm::TAG_LEN;
+                if self.rx_scratch.capacity() == 0 {
+                    self.rx_scratch.reserve_exact(RX_SCRATCH_CAPACITY);
+                }
                 self.rx_scratch.resize(out_len, 0);
 
                 match dec.decrypt(&iv, &[aad], input, &mut self.rx_scratch) {

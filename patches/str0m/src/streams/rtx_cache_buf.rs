@@ -26,6 +26,9 @@ pub struct EvictingBuffer<T> {
     next_evict: Option<u64>,
     // Last timeout when we evicted elements.
     last_timeout: Instant,
+    /// Slots allocated at the first push: a stream that never caches (the probe stream, a
+    /// stream whose RTX the application answers) costs no slots.
+    initial_size: usize,
 }
 
 /// Entry in the buffer to keep track of position and time separately.
@@ -53,7 +56,8 @@ impl<T> EvictingBuffer<T> {
     /// Creates a new buffer with an initial size.
     pub fn new(initial_size: usize, max_age: Duration, max_size: usize) -> Self {
         Self {
-            buf: prepare_buf(initial_size),
+            buf: Vec::new(),
+            initial_size,
             max_age,
             max_size,
             last_position: None,
@@ -75,6 +79,9 @@ impl<T> EvictingBuffer<T> {
     ///
     /// Position is an increasing sequence number. The sequence can be out of order.
     pub fn push(&mut self, position: u64, timestamp: Instant, value: T) {
+        if self.buf.is_empty() && !self.max_age.is_zero() {
+            self.buf = prepare_buf(self.initial_size);
+        }
         if self.is_inert() {
             return;
         }
