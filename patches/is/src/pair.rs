@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use crate::Candidate;
 use crate::CandidateKind;
-use crate::stun::{DEFAULT_MAX_RETRANSMITS, StunTiming, TransId};
+use crate::stun::{StunTiming, TransId};
 use str0m_proto::Id;
 use str0m_proto::Pii;
 
@@ -36,7 +36,7 @@ pub struct CandidatePair {
 
     /// Record of the latest STUN messages we've tried using this pair.
     ///
-    /// This list will usually not grow beyond [`DEFAULT_MAX_RETRANSMITS`] * 2
+    /// This list will usually not grow beyond [`DEFAULT_MAX_RETRANSMITS`](crate::stun::DEFAULT_MAX_RETRANSMITS) * 2
     /// unless the user configures a very large retransmission counter.
     binding_attempts: VecDeque<BindingAttempt>,
 

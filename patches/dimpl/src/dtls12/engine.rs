@@ -1049,6 +1049,15 @@ impl Engine {
         self.release_app_data = true;
     }
 
+    /// The handshake is complete: its transcript and the pooled buffers of its flights are
+    /// not needed again (no renegotiation; a repeated final flight from the peer is answered
+    /// from `flight_saved_records`, which stays). A server holding thousands of sessions keeps
+    /// several KiB per session less; buffers needed later are taken from the pool again.
+    pub fn release_handshake_memory(&mut self) {
+        self.transcript = Buf::new();
+        self.buffers_free = BufferPool::default();
+    }
+
     /// Whether a close_notify alert has been received from the peer.
     pub fn close_notify_received(&self) -> bool {
         self.close_notify_received

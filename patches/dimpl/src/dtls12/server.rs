@@ -1124,6 +1124,7 @@ impl State {
         }
 
         server.engine.release_application_data();
+        server.engine.release_handshake_memory();
 
         Ok(Self::AwaitApplicationData)
     }
