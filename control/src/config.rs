@@ -232,7 +232,8 @@ pub struct MediaConfig {
     /// 0: every session is spread round robin over the shards.
     pub stream_shard_players: usize,
     /// NACK entries per second one player may send towards the publisher (0 = none); past
-    /// it they are dropped and counted (`mediaserver_nacks_dropped_total`).
+    /// it they are dropped and counted (`mediaserver_nacks_dropped_total`). For WebRTC
+    /// players answered from the stream's history: packets per second resent to one player.
     pub nack_rate_per_player: u32,
     /// A plain-RTP/SRTP publisher whose SDP offer names its address (c=) latches a source
     /// only from that address. Off for publishers behind NAT that write their private one.

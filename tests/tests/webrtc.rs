@@ -1,7 +1,8 @@
 //! WHIP/WHEP over real sockets, with str0m peers standing in for browsers (the headless
 //! Chromium test is `browser.rs`): a WHIP publisher's media reaches WHEP players and plain RTP
 //! players; an ffmpeg-style RTP publisher reaches a WHEP player; a WHEP player's PLI reaches
-//! the publisher; REST terminate closes a player at the media level; DELETE ends a session.
+//! the publisher; REST terminate closes a player at the media level; DELETE ends a session;
+//! a WHEP player's losses are resent from the stream's history within its NACK budget.
 
 use std::net::{SocketAddr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -25,6 +26,12 @@ struct Peer {
     events: Vec<Event>,
     mids: Vec<Mid>,
     location: String,
+    /// Simulated loss: every `lose_every`-th SRTP datagram of the first media SSRC seen (read
+    /// from the header, which is in the clear) never reaches str0m; RTX (its own SSRC) does.
+    lose_ssrc: Option<u32>,
+    lose_every: usize,
+    seen: usize,
+    lost: usize,
 }
 
 impl Peer {
@@ -65,6 +72,10 @@ impl Peer {
             events: Vec::new(),
             mids,
             location,
+            lose_ssrc: None,
+            lose_every: 0,
+            seen: 0,
+            lost: 0,
         })
     }
 
@@ -91,6 +102,16 @@ impl Peer {
             self.sock.set_read_timeout(Some(wait)).unwrap();
             match self.sock.recv_from(&mut buf) {
                 Ok((n, from)) => {
+                    // RTP, not RTCP (RFC 5761: RTCP packet types 200-206 share the byte).
+                    let rtp = n >= 12 && buf[0] >> 6 == 2 && !(200..=206).contains(&buf[1]);
+                    let ssrc = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
+                    if rtp && self.lose_every > 0 && *self.lose_ssrc.get_or_insert(ssrc) == ssrc {
+                        self.seen += 1;
+                        if self.seen % self.lose_every == 0 {
+                            self.lost += 1;
+                            continue;
+                        }
+                    }
                     let r = Receive::new(Protocol::Udp, from, self.addr, &buf[..n]).unwrap();
                     self.rtc
                         .handle_input(Input::Receive(Instant::now(), r))
@@ -326,4 +347,81 @@ fn whep_player_of_an_rtp_publisher_and_errors() {
         json!({"name": "r1", "published": false})
     )
     .is_empty()));
+}
+
+/// The sum over shards of `mediaserver_<name>_total`.
+fn counter(base: &str, name: &str) -> u64 {
+    let text = ureq::get(&format!("{base}/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    let prefix = format!("mediaserver_{name}_total{{");
+    text.lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+/// The engine protects a WHEP player's media itself (the default), so str0m has no copy of
+/// it: the player's NACKs must be answered as RTX from the stream's shared history. Every
+/// 10th of 65 video packets is lost on the way in; all 65 arrive in the end. With the player's NACK
+/// budget at 0 (`media.nack_rate_per_player`, the same rule as for RTP players' NACKs)
+/// nothing is resent and the NACKs are counted as dropped.
+#[test]
+fn whep_player_losses_are_resent_from_the_streams_history_within_its_nack_budget() {
+    for rate in [50u32, 0] {
+        let mut cfg = control::Config::for_tests(1);
+        cfg.media.nack_rate_per_player = rate;
+        let srv = start_with(cfg);
+        let base = srv.base_url();
+        let offer = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+            m=video 9 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1\r\n\
+            m=audio 9 RTP/AVP 97\r\na=rtpmap:97 opus/48000/2\r\n";
+        let (st, v) = post(
+            &base,
+            "/rest-api/publish",
+            json!({"name": "n1", "sdp": offer}),
+        );
+        assert_eq!(st, 200, "{v}");
+        let vport = v["serverPorts"][0].as_u64().unwrap() as u16;
+        let mut player =
+            Peer::connect(&format!("{base}/whep/n1"), Direction::RecvOnly).expect("WHEP accepted");
+        assert!(player.connected());
+        player.lose_every = 10;
+        let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for i in 0..65u32 {
+            let p = rtp_packet(96, 7000 + i as u16, i * 3000, 0xBEEF, &video_payload(i));
+            sock.send_to(&p, ("127.0.0.1", vport)).unwrap();
+            player.run_until(Duration::from_millis(5), |_| false);
+        }
+        let all = |p: &mut Peer| p.received(MediaKind::Video).len() >= 65;
+        if rate > 0 {
+            assert!(
+                player.run_until(T, all),
+                "{} of 65",
+                player.received(MediaKind::Video).len()
+            );
+            let mut got = player.received(MediaKind::Video);
+            got.sort();
+            got.dedup();
+            let mut want: Vec<_> = (0..65).map(video_payload).collect();
+            want.sort();
+            assert_eq!(got, want, "every payload, the lost ones from RTX");
+            assert_eq!(player.lost, 6);
+            assert!(counter(&base, "rtx_sent") >= 6, "RTX answers counted");
+        } else {
+            player.run_until(Duration::from_millis(1500), |_| false);
+            assert_eq!(
+                player.received(MediaKind::Video).len(),
+                59,
+                "nothing resent"
+            );
+            assert_eq!(counter(&base, "rtx_sent"), 0);
+            assert!(
+                counter(&base, "nacks_dropped") >= 6,
+                "the NACKs are counted"
+            );
+        }
+    }
 }

@@ -111,11 +111,19 @@ impl Shard {
 
     /// A WebRTC player lost packet `seq` (its own numbering) of the track carrying publisher
     /// payload type `src_pt`: resend it on RTX from the stream's history, if it is there.
+    /// Each NACKed packet takes one token of the player's NACK budget (the same
+    /// `nack_rate_per_player` that bounds what an RTP player may ask upstream): a lossy or
+    /// hostile player cannot make the shard resend without bound.
     pub(super) fn answer_nack(&mut self, idx: usize, src_pt: u8, seq: u16) {
         let now = crate::age::now_ns();
+        let rate = self.cfg.nack_rate_per_player;
         let Some(s) = self.sessions[idx].as_mut() else {
             return;
         };
+        if !s.nack_budget.take(std::time::Instant::now(), rate) {
+            self.counters.nacks_dropped += 1;
+            return;
+        }
         let found = s
             .rewriter
             .out_ssrc(src_pt)

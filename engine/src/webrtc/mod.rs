@@ -106,7 +106,8 @@
 //!   str0m parses them and hands the sequence numbers over (patched
 //!   `StreamTx::take_nacks`); the session outputs [`Output::Nack`] with the publisher PT
 //!   and the player's sequence number, and the shard answers with an RFC 4588 RTX packet
-//!   built from the stream's shared history (`shard/rtx.rs`). On the str0m path they are
+//!   built from the stream's shared history (`shard/rtx.rs`), within the player's NACK
+//!   budget (`nack_rate_per_player`, one token per packet). On the str0m path they are
 //!   answered by str0m from the session's own buffer ([`WebRtcConfig::nack_buffer_video`]
 //!   packets, at most 3 s old), on the RTX stream (without RTX nothing is retransmitted).
 //! * Player PLI/FIR becomes [`Output::KeyframeRequest`] carrying the publisher's
