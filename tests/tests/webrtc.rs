@@ -107,7 +107,7 @@ impl Peer {
                     let ssrc = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
                     if rtp && self.lose_every > 0 && *self.lose_ssrc.get_or_insert(ssrc) == ssrc {
                         self.seen += 1;
-                        if self.seen % self.lose_every == 0 {
+                        if self.seen.is_multiple_of(self.lose_every) {
                             self.lost += 1;
                             continue;
                         }
