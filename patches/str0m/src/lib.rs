@@ -1299,6 +1299,8 @@ impl Rtc {
             .expect("DTLS to init without problem"),
             dtls_connected: false,
             srtp_export: None,
+            // Dropped once connected (a media-only session then holds no DTLS output
+            // buffer); regrown on demand by `BufferTooSmall` if application data follows.
             dtls_buf: vec![0; 2000],
             next_dtls_timeout: None,
             session,
@@ -1714,6 +1716,10 @@ impl Rtc {
                 DtlsOutput::Packet(_) => {
                     unreachable!("We don't expect DTLS packets here since we use poll_packet");
                 }
+                DtlsOutput::BufferTooSmall { needed } => {
+                    self.dtls_buf.resize(needed, 0);
+                    continue;
+                }
                 DtlsOutput::Connected => {
                     if !self.dtls_connected {
                         debug!("DTLS connected");
@@ -1791,6 +1797,8 @@ impl Rtc {
         }
 
         if just_connected {
+            // Every handshake-time output (peer certificate, keys) was polled above.
+            self.dtls_buf = Vec::new();
             return Ok(Some(Output::Event(Event::Connected)));
         }
 
