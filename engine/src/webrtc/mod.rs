@@ -141,7 +141,7 @@
 //!   integer adds) and [`WebRtcSession::report_sent`] hands the tally to str0m before each
 //!   timeout, so its sender reports count it. str0m keeps ICE, DTLS and all RTCP; it never
 //!   sends RTP on these SSRCs, so the engine's SRTP context is the only one for them.
-//!   Memory: str0m's per-peer floor (25 KiB of heap after the handshake with the patches
+//!   Memory: str0m's per-peer floor (24 KiB of heap after the handshake with the patches
 //!   in `patches/README.md`; 53 KiB without), no per-player history.
 //! * **Play through str0m** (`protect_in_place = false`): 1 allocation per packet per player,
 //!   the SRTP output `Vec<u8>` (str0m `protect_rtp`), handed over as [`Transmit::contents`];
