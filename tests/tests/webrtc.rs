@@ -174,6 +174,21 @@ impl Peer {
     }
 }
 
+/// An RTP publisher of `name` that signalled H264 + Opus with SDP (as ffmpeg does); returns
+/// the server's video port.
+fn publish_h264_opus(base: &str, name: &str) -> u16 {
+    let offer = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+        m=video 9 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1\r\n\
+        m=audio 9 RTP/AVP 97\r\na=rtpmap:97 opus/48000/2\r\n";
+    let (st, v) = post(
+        base,
+        "/rest-api/publish",
+        json!({"name": name, "sdp": offer}),
+    );
+    assert_eq!(st, 200, "{v}");
+    v["serverPorts"][0].as_u64().unwrap() as u16
+}
+
 fn video_payload(i: u32) -> Vec<u8> {
     // An H.264 non-IDR slice NAL unit with the index in it.
     let mut v = vec![0x41, 0x9a];
@@ -299,16 +314,7 @@ fn whep_player_of_an_rtp_publisher_and_errors() {
     assert!(matches!(r, Err(ureq::Error::Status(415, _))));
 
     // An RTP publisher with SDP (H264 + Opus, as ffmpeg sends) plays to a WHEP player.
-    let offer = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-        m=video 9 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1\r\n\
-        m=audio 9 RTP/AVP 97\r\na=rtpmap:97 opus/48000/2\r\n";
-    let (st, v) = post(
-        &base,
-        "/rest-api/publish",
-        json!({"name": "r1", "sdp": offer}),
-    );
-    assert_eq!(st, 200, "{v}");
-    let vport = v["serverPorts"][0].as_u64().unwrap() as u16;
+    let vport = publish_h264_opus(&base, "r1");
     let mut player =
         Peer::connect(&format!("{base}/whep/r1"), Direction::RecvOnly).expect("WHEP accepted");
     assert!(player.connected());
@@ -375,16 +381,7 @@ fn whep_player_losses_are_resent_from_the_streams_history_within_its_nack_budget
         cfg.media.nack_rate_per_player = rate;
         let srv = start_with(cfg);
         let base = srv.base_url();
-        let offer = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
-            m=video 9 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1\r\n\
-            m=audio 9 RTP/AVP 97\r\na=rtpmap:97 opus/48000/2\r\n";
-        let (st, v) = post(
-            &base,
-            "/rest-api/publish",
-            json!({"name": "n1", "sdp": offer}),
-        );
-        assert_eq!(st, 200, "{v}");
-        let vport = v["serverPorts"][0].as_u64().unwrap() as u16;
+        let vport = publish_h264_opus(&base, "n1");
         let mut player =
             Peer::connect(&format!("{base}/whep/n1"), Direction::RecvOnly).expect("WHEP accepted");
         assert!(player.connected());

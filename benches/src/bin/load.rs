@@ -399,18 +399,14 @@ fn run_webrtc_fanout(a: FanoutArgs) -> Result<()> {
         .spawn(move || fanout::run(&pcfg).map_err(|e| e.to_string()))?;
     // The publisher's REST session and first packets, before the first WHEP offer.
     std::thread::sleep(Duration::from_millis(700));
-    let cfg = benches::whep::WhepConfig {
-        server: a.server.clone(),
-        token: l.token.clone(),
+    let cfg = whep_config(
+        &a.server,
+        l,
         name,
-        players: a.players,
-        duration: Duration::from_secs_f64(l.duration),
-        local_ip: l.local_ip,
-        base_port: l.player_base_port,
-        server_pid: l.server_pid,
-        connect_timeout: Duration::from_secs_f64(a.connect_timeout),
-        signal_threads: a.signal_threads,
-    };
+        a.players,
+        a.connect_timeout,
+        a.signal_threads,
+    );
     let r = benches::whep::run(&cfg);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let published = publisher.join().map_err(|_| "publisher thread panicked")?;
@@ -418,8 +414,40 @@ fn run_webrtc_fanout(a: FanoutArgs) -> Result<()> {
     let published = published?;
     println!("{}", r.summary());
     println!("  publisher sent {} packets", published.sent.packets);
+    finish_whep(&r, l)?;
+    if r.rx_packets == 0 {
+        return Err("players received nothing".into());
+    }
+    Ok(())
+}
+
+/// The WHEP players of `play --whep` and `fanout --webrtc`, from the shared flags.
+fn whep_config(
+    server: &str,
+    l: &LoadArgs,
+    name: String,
+    players: u32,
+    connect_timeout: f64,
+    signal_threads: usize,
+) -> benches::whep::WhepConfig {
+    benches::whep::WhepConfig {
+        server: server.to_string(),
+        token: l.token.clone(),
+        name,
+        players,
+        duration: Duration::from_secs_f64(l.duration),
+        local_ip: l.local_ip,
+        base_port: l.player_base_port,
+        server_pid: l.server_pid,
+        connect_timeout: Duration::from_secs_f64(connect_timeout),
+        signal_threads,
+    }
+}
+
+/// Writes a WHEP report (`--json`); fails when a player did not connect.
+fn finish_whep(r: &benches::whep::WhepReport, l: &LoadArgs) -> Result<()> {
     if let Some(p) = &l.json {
-        std::fs::write(p, serde_json::to_string_pretty(&r)?)
+        std::fs::write(p, serde_json::to_string_pretty(r)?)
             .map_err(|e| format!("{}: {e}", p.display()))?;
     }
     if r.connected < r.players {
@@ -429,9 +457,6 @@ fn run_webrtc_fanout(a: FanoutArgs) -> Result<()> {
             r.players
         )
         .into());
-    }
-    if r.rx_packets == 0 {
-        return Err("players received nothing".into());
     }
     Ok(())
 }
@@ -573,33 +598,17 @@ fn main() -> ExitCode {
             let [name] = &a.name[..] else {
                 return Err("--whep plays exactly one --name".into());
             };
-            let cfg = benches::whep::WhepConfig {
-                server: a.server.clone(),
-                token: a.load.token.clone(),
-                name: name.clone(),
-                players: a.players,
-                duration: Duration::from_secs_f64(a.load.duration),
-                local_ip: a.load.local_ip,
-                base_port: a.load.player_base_port,
-                server_pid: a.load.server_pid,
-                connect_timeout: Duration::from_secs_f64(a.connect_timeout),
-                signal_threads: a.signal_threads,
-            };
+            let cfg = whep_config(
+                &a.server,
+                &a.load,
+                name.clone(),
+                a.players,
+                a.connect_timeout,
+                a.signal_threads,
+            );
             let r = benches::whep::run(&cfg)?;
             println!("{}", r.summary());
-            if let Some(p) = &a.load.json {
-                std::fs::write(p, serde_json::to_string_pretty(&r)?)
-                    .map_err(|e| format!("{}: {e}", p.display()))?;
-            }
-            if r.connected < r.players {
-                return Err(format!(
-                    "{} of {} players did not connect",
-                    r.players - r.connected,
-                    r.players
-                )
-                .into());
-            }
-            Ok(())
+            finish_whep(&r, &a.load)
         }
         Cmd::Play(a) => {
             if a.name.is_empty() {
