@@ -18,6 +18,20 @@ pub fn start_with(cfg: Config) -> Server {
     Server::start(cfg).expect("server starts")
 }
 
+/// The sum over shards of `mediaserver_<name>_total`.
+pub fn metric_total(base: &str, name: &str) -> u64 {
+    let text = ureq::get(&format!("{base}/metrics"))
+        .call()
+        .unwrap()
+        .into_string()
+        .unwrap();
+    let prefix = format!("mediaserver_{name}_total{{");
+    text.lines()
+        .filter(|l| l.starts_with(&prefix))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 /// POSTs `body` (raw text) and returns (status, parsed JSON body or Null).
 pub fn post_raw(base: &str, path: &str, body: &str, token: Option<&str>) -> (u16, Value) {
     let mut req = ureq::post(&format!("{base}{path}")).set("Content-Type", "application/json");

@@ -355,20 +355,6 @@ fn whep_player_of_an_rtp_publisher_and_errors() {
     .is_empty()));
 }
 
-/// The sum over shards of `mediaserver_<name>_total`.
-fn counter(base: &str, name: &str) -> u64 {
-    let text = ureq::get(&format!("{base}/metrics"))
-        .call()
-        .unwrap()
-        .into_string()
-        .unwrap();
-    let prefix = format!("mediaserver_{name}_total{{");
-    text.lines()
-        .filter(|l| l.starts_with(&prefix))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
 /// The engine protects a WHEP player's media itself (the default), so str0m has no copy of
 /// it: the player's NACKs must be answered as RTX from the stream's shared history. Every
 /// 10th of 65 video packets is lost on the way in; all 65 arrive in the end. With the player's NACK
@@ -406,7 +392,7 @@ fn whep_player_losses_are_resent_from_the_streams_history_within_its_nack_budget
             want.sort();
             assert_eq!(got, want, "every payload, the lost ones from RTX");
             assert_eq!(player.lost, 6);
-            assert!(counter(&base, "rtx_sent") >= 6, "RTX answers counted");
+            assert!(metric_total(&base, "rtx_sent") >= 6, "RTX answers counted");
         } else {
             player.run_until(Duration::from_millis(1500), |_| false);
             assert_eq!(
@@ -414,9 +400,9 @@ fn whep_player_losses_are_resent_from_the_streams_history_within_its_nack_budget
                 59,
                 "nothing resent"
             );
-            assert_eq!(counter(&base, "rtx_sent"), 0);
+            assert_eq!(metric_total(&base, "rtx_sent"), 0);
             assert!(
-                counter(&base, "nacks_dropped") >= 6,
+                metric_total(&base, "nacks_dropped") >= 6,
                 "the NACKs are counted"
             );
         }

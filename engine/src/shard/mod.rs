@@ -118,7 +118,6 @@ pub(crate) struct Shard {
     fanout_scratch: Vec<usize>,
     /// The payload of the packet being fanned out, as WebRTC players take it (built once).
     rtc_payload: Option<Arc<[u8]>>,
-    /// Sessions with a WebRTC peer connection, and the earliest timer among them.
     /// WebRTC sessions' str0m timeouts (`rtc.rs`): one live entry per session.
     rtc_timers: timers::Timers,
     /// Entries popped by `run_rtc_timers`, handled after popping (reused).

@@ -104,6 +104,11 @@ impl Session {
         self.rtc.as_ref().is_some_and(|r| !r.is_external())
     }
 
+    /// A WebRTC player whose media the engine protects (its NACKs use the stream's history).
+    pub(super) fn engine_protected(&self) -> bool {
+        self.rtc.as_ref().is_some_and(|r| r.is_external())
+    }
+
     /// The leg a player sends payload type `pt` on.
     pub(super) fn leg_for(&self, pt: u8) -> Option<usize> {
         self.legs
@@ -335,11 +340,8 @@ impl Shard {
                     ls.players.retain(|&p| p != idx);
                     // The shared history serves engine-protected WebRTC players only.
                     let sessions = &self.sessions;
-                    let in_place = |p: &usize| {
-                        sessions[*p]
-                            .as_ref()
-                            .is_some_and(|s| s.rtc.is_some() && s.legs[0].srtp_out.is_some())
-                    };
+                    let in_place =
+                        |p: &usize| sessions[*p].as_ref().is_some_and(|s| s.engine_protected());
                     if ls.history.is_some() && !ls.players.iter().any(in_place) {
                         ls.history = None;
                     }
